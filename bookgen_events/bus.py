@@ -1,0 +1,355 @@
+"""The event bus: the only module that speaks Redis Streams (X*) and the scheduled-delivery sets.
+
+Keys, for ``STREAM_PREFIX=bookgen``:
+
+- ``bookgen:events``            the immutable event log, trimmed approximately at STREAM_MAXLEN
+- ``bookgen:deliveries``        one outcome entry per delivery attempt
+- ``bookgen:dlq:<channel>``     dead letters of a channel, never trimmed
+- ``bookgen:scheduled:<channel>`` sorted set of deliveries due later (retries, replays,
+  redrives), scored by due time in ms; a consumer leases a due member by pushing its score
+  ``lease_ms`` into the future, so a consumer that dies mid-retry loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from .events import WIRE_FIELD, Event, encode, make_event
+from .outcomes import DeadLetter, Outcome
+
+Entry = tuple[str, dict[str, str]]
+
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', lease, member) end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {due, head[2] or false}
+"""
+
+
+class StreamNames:
+    """Every Redis key of one deployment, derived from ``STREAM_PREFIX``."""
+
+    def __init__(self, prefix: str = "bookgen") -> None:
+        self.prefix = prefix
+        self.events = f"{prefix}:events"
+        self.deliveries = f"{prefix}:deliveries"
+
+    def dlq(self, channel: str) -> str:
+        return f"{self.prefix}:dlq:{channel}"
+
+    def scheduled(self, channel: str) -> str:
+        return f"{self.prefix}:scheduled:{channel}"
+
+    def ratelimit(self, channel: str) -> str:
+        return f"{self.prefix}:rl:{channel}"
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """A delivery due later: a retry (``recipient`` set) or a replay to all of a channel's recipients."""
+
+    event: str  # the event's JSON, so a retry survives the stream being trimmed
+    entry_id: str
+    attempt: int = 1
+    recipient: str | None = None
+    origin: str = "retry"  # retry | replay | redrive
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "entry": self.entry_id,
+                "recipient": self.recipient,
+                "attempt": self.attempt,
+                "origin": self.origin,
+                "event": self.event,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, member: str) -> Scheduled:
+        raw = json.loads(member)
+        return cls(
+            event=raw["event"],
+            entry_id=raw["entry"],
+            attempt=int(raw["attempt"]),
+            recipient=raw.get("recipient"),
+            origin=raw.get("origin", "retry"),
+        )
+
+
+@dataclass(slots=True)
+class Commit:
+    """What one flush writes atomically: outcomes, dead letters, schedule changes, then acks."""
+
+    outcomes: list[Outcome]
+    dead_letters: list[DeadLetter]
+    schedule: list[tuple[Scheduled, int]]  # (delivery, due_ms)
+    unschedule: list[str]  # leased members now settled
+    acks: list[str]
+
+    @classmethod
+    def empty(cls) -> Commit:
+        return cls([], [], [], [], [])
+
+    def extend(self, other: Commit) -> None:
+        self.outcomes += other.outcomes
+        self.dead_letters += other.dead_letters
+        self.schedule += other.schedule
+        self.unschedule += other.unschedule
+        self.acks += other.acks
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.outcomes or self.dead_letters or self.schedule or self.unschedule or self.acks
+        )
+
+
+def entry_fields(
+    event: Event | dict[str, Any], max_event_bytes: int
+) -> tuple[Event, dict[str, bytes]]:
+    """Validate and encode one event as stream entry fields; raises before any write."""
+    event = make_event(event)
+    return event, {WIRE_FIELD: encode(event, max_event_bytes)}
+
+
+def _is_nogroup(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
+class EventBus:
+    """Appends events and drives consumer groups over one injected ``redis.asyncio.Redis``.
+
+    The client must be created with ``decode_responses=True``.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "bookgen",
+        maxlen: int = 1_000_000,
+        max_event_bytes: int = 64 * 1024,
+    ) -> None:
+        self.redis = redis
+        self.names = StreamNames(prefix)
+        self.maxlen = maxlen
+        self.max_event_bytes = max_event_bytes
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Any) -> EventBus:
+        return cls(
+            redis,
+            prefix=settings.stream_prefix,
+            maxlen=settings.stream_maxlen,
+            max_event_bytes=settings.max_event_bytes,
+        )
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def emit(self, event: Event | dict[str, Any]) -> str:
+        """Append one event; returns its stream entry id."""
+        _, fields = entry_fields(event, self.max_event_bytes)
+        return await self.redis.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type, no-any-return]
+
+    async def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
+        """Append many events in one pipelined round trip; all are validated before any write."""
+        encoded = [entry_fields(event, self.max_event_bytes)[1] for event in events]
+        if not encoded:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for fields in encoded:
+            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type]
+        return await pipe.execute()  # type: ignore[no-any-return]
+
+    # -- consumer groups ---------------------------------------------------------------------
+
+    async def ensure_group(self, group: str, stream: str | None = None, start: str = "0") -> bool:
+        """Create ``group`` (and the stream) if missing; returns True when it was created."""
+        try:
+            await self.redis.xgroup_create(
+                stream or self.names.events, group, id=start, mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def read_group(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        count: int,
+        block_ms: int | None,
+        stream: str | None = None,
+        pending: bool = False,
+    ) -> list[Entry]:
+        """Read new entries (or, with ``pending``, this consumer's own unacked ones).
+
+        Recreates the group if Redis lost it (a restart without persistence).
+        """
+        stream = stream or self.names.events
+        try:
+            reply = await self.redis.xreadgroup(
+                group, consumer, {stream: "0" if pending else ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+            await self.ensure_group(group, stream)
+            return []
+        if not reply:
+            return []
+        return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields is not None]
+
+    async def autoclaim(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        min_idle_ms: int,
+        start: str = "0-0",
+        count: int = 100,
+        stream: str | None = None,
+    ) -> tuple[str, list[Entry]]:
+        """Claim entries idle longer than ``min_idle_ms`` from dead consumers (XAUTOCLAIM)."""
+        stream = stream or self.names.events
+        try:
+            reply = await self.redis.xautoclaim(
+                stream, group, consumer, min_idle_ms, start_id=start, count=count
+            )
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise
+            await self.ensure_group(group, stream)
+            return "0-0", []
+        next_start, entries = reply[0], reply[1]
+        return next_start, [(i, f) for i, f in entries if f is not None]
+
+    async def ack(self, group: str, ids: Sequence[str], stream: str | None = None) -> int:
+        if not ids:
+            return 0
+        return await self.redis.xack(stream or self.names.events, group, *ids)  # type: ignore[no-any-return]
+
+    async def commit(self, group: str, commit: Commit, channel: str) -> None:
+        """Record outcomes, dead letters and schedule changes, and ack — all in one MULTI/EXEC.
+
+        An entry is therefore never acknowledged without its outcome, nor the reverse.
+        """
+        names = self.names
+        pipe = self.redis.pipeline(transaction=True)
+        for outcome in commit.outcomes:
+            pipe.xadd(names.deliveries, outcome.to_fields(), maxlen=self.maxlen)  # type: ignore[arg-type]
+        for letter in commit.dead_letters:
+            pipe.xadd(names.dlq(letter.channel), letter.to_fields())  # type: ignore[arg-type]
+        if commit.unschedule:
+            pipe.zrem(names.scheduled(channel), *commit.unschedule)
+        if commit.schedule:
+            pipe.zadd(names.scheduled(channel), {s.dumps(): due for s, due in commit.schedule})
+        if commit.acks:
+            pipe.xack(names.events, group, *commit.acks)
+        await pipe.execute()
+
+    async def claim_due(
+        self, channel: str, *, now_ms: int, lease_ms: int, limit: int
+    ) -> tuple[list[str], float | None]:
+        """Lease up to ``limit`` due scheduled deliveries; also returns the next due score."""
+        due, head = await self._claim_due(
+            keys=[self.names.scheduled(channel)], args=[now_ms, lease_ms, limit]
+        )
+        return list(due), (float(head) if head else None)
+
+    async def schedule(self, channel: str, items: Iterable[tuple[Scheduled, int]]) -> int:
+        """Add deliveries due at the given ms times (used by replay and redrive)."""
+        mapping = {s.dumps(): due for s, due in items}
+        if not mapping:
+            return 0
+        return await self.redis.zadd(self.names.scheduled(channel), mapping)  # type: ignore[no-any-return]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        last_id: str,
+        *,
+        count: int = 100,
+        block_ms: int | None = None,
+        stream: str | None = None,
+    ) -> list[Entry]:
+        """Plain XREAD after ``last_id`` (a broadcast read: no group, nothing acked)."""
+        stream = stream or self.names.events
+        reply = await self.redis.xread({stream: last_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return list(reply[0][1])
+
+    async def range(
+        self,
+        start: str = "-",
+        end: str = "+",
+        *,
+        count: int | None = None,
+        stream: str | None = None,
+    ) -> list[Entry]:
+        return await self.redis.xrange(stream or self.names.events, start, end, count=count)  # type: ignore[no-any-return]
+
+    async def revrange(
+        self,
+        end: str = "+",
+        start: str = "-",
+        *,
+        count: int | None = None,
+        stream: str | None = None,
+    ) -> list[Entry]:
+        return await self.redis.xrevrange(stream or self.names.events, end, start, count=count)  # type: ignore[no-any-return]
+
+    async def length(self, stream: str | None = None) -> int:
+        return await self.redis.xlen(stream or self.names.events)  # type: ignore[no-any-return]
+
+    async def stream_info(self, stream: str | None = None) -> dict[str, Any] | None:
+        """XINFO STREAM, or None when the stream does not exist."""
+        try:
+            return await self.redis.xinfo_stream(stream or self.names.events)  # type: ignore[no-any-return]
+        except ResponseError:
+            return None
+
+    async def groups_info(self, stream: str | None = None) -> list[dict[str, Any]]:
+        try:
+            return await self.redis.xinfo_groups(stream or self.names.events)  # type: ignore[no-any-return]
+        except ResponseError:
+            return []
+
+    async def consumers_info(self, group: str, stream: str | None = None) -> list[dict[str, Any]]:
+        try:
+            return await self.redis.xinfo_consumers(stream or self.names.events, group)  # type: ignore[no-any-return]
+        except ResponseError:
+            return []
+
+    async def pending_oldest(self, group: str, stream: str | None = None) -> tuple[str, int] | None:
+        """The oldest pending entry's id and idle time in ms, if any."""
+        try:
+            rows = await self.redis.xpending_range(
+                stream or self.names.events, group, min="-", max="+", count=1
+            )
+        except ResponseError:
+            return None
+        if not rows:
+            return None
+        return rows[0]["message_id"], int(rows[0]["time_since_delivered"])
+
+    async def delete_consumer(self, group: str, consumer: str, stream: str | None = None) -> None:
+        try:
+            await self.redis.xgroup_delconsumer(stream or self.names.events, group, consumer)
+        except ResponseError:
+            pass

@@ -1,0 +1,37 @@
+"""The seam a delivery channel implements; the consumer runtime does everything else.
+
+A channel says who should get an event (``recipients``), how to deliver it to one of them
+(``deliver``, raising :class:`~bookgen_events.errors.RetryLater` or
+:class:`~bookgen_events.errors.Reject`), and what its rate-limit key is. Reading, acking,
+reclaiming, retry scheduling, dead-lettering and outcomes belong to
+:class:`~bookgen_events.consumer.Consumer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .errors import Reject, RetryLater
+from .events import Event
+
+__all__ = ["Channel", "Reject", "RetryLater"]
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """One delivery channel (webhook, email, ...); ``name`` is also its consumer group."""
+
+    name: str
+
+    def recipients(self, event: Event) -> Sequence[str]:
+        """Who this channel delivers ``event`` to; empty means nothing to do."""
+        ...
+
+    def rate_limit_key(self, event: Event, recipient: str) -> str | None:
+        """The key limits are counted under (usually the recipient), or None for no limit."""
+        ...
+
+    async def deliver(self, event: Event, recipient: str) -> int | None:
+        """Deliver once; return a status code if there is one. Raise RetryLater or Reject."""
+        ...

@@ -1,0 +1,545 @@
+"""The consumer runtime: one consumer-group loop that every delivery channel runs on.
+
+Reading, bounded concurrency, rate limits, retries, dead letters, outcomes, acks and reclaims
+live here; a :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
+
+Retries go to a per-channel sorted set (``bookgen:scheduled:<channel>``) rather than staying
+in the PEL: each (event, recipient) keeps its own attempt count and due time, a retry in five
+hours does not pin a stream entry (which ``STREAM_MAXLEN`` may trim), and the PEL stays a
+short list of work in flight, so one ``CLAIM_IDLE_MS`` suffices to reclaim a dead consumer's
+entries. A due retry is leased, not popped, so a consumer killed mid-retry loses nothing.
+
+Each finished entry's outcomes, dead letters, schedule changes and ack are buffered and
+written by one flusher in a single MULTI/EXEC per flush: never an ack without its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import metrics
+from .bus import Commit, Entry, EventBus, Scheduled
+from .channel import Channel
+from .errors import DecodeError, Reject, RetryLater
+from .events import WIRE_FIELD, Event, decode
+from .logs import get_logger
+from .outcomes import DeadLetter, Outcome, now_ms
+from .ratelimit import RateLimiter
+
+log = get_logger("bookgen_events.consumer")
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def retry_delay(
+    schedule: Sequence[float], attempt: int, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based), with ±20 % jitter.
+
+    Past the schedule's end the last delay repeats.
+    """
+    base = schedule[min(attempt, len(schedule)) - 1]
+    return base * (0.8 + 0.4 * rand())
+
+
+class Consumer:
+    """Runs ``channel`` as consumer ``name`` of the group named after the channel.
+
+    ``run()`` loops until ``stop()``; ``run(burst=True)`` returns once nothing is left to do
+    now; ``poll_once()`` does one non-blocking pass and settles it (for tests and tools).
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        channel: Channel,
+        *,
+        limiter: RateLimiter | None = None,
+        name: str | None = None,
+        batch: int = 100,
+        concurrency: int = 64,
+        claim_idle_ms: int = 60_000,
+        retry_schedule: Sequence[float] = (5.0, 300.0, 1800.0),
+        max_retries: int = 3,
+        rate_limits: tuple[int, int] = (60, 500),
+        max_block_ms: int = 1000,
+        grace_s: float = 10.0,
+    ) -> None:
+        self.bus = bus
+        self.channel = channel
+        self.group = channel.name
+        self.name = name or default_consumer_name()
+        self.limiter = limiter
+        self.batch = batch
+        self.concurrency = concurrency
+        self.claim_idle_ms = claim_idle_ms
+        self.retry_schedule = tuple(retry_schedule)
+        self.max_retries = max_retries
+        self.per_minute, self.per_hour = rate_limits
+        self.max_block_ms = max_block_ms
+        self.grace_s = grace_s
+
+        self._inflight: dict[asyncio.Task[None], str | None] = {}
+        self._inflight_ids: set[str] = set()
+        self._slot_freed = asyncio.Event()
+        self._buffer = Commit.empty()
+        self._flush_wanted = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._started = False
+        self._claim_cursor = "0-0"
+        self._next_due_ms = 0.0
+        self._wake = asyncio.Event()
+        self._log = log.bind(channel=channel.name, group=self.group, consumer=self.name)
+        self._delivered_metric = metrics.DELIVERIES.labels(channel.name, "delivered")
+        self._latency_metric = metrics.DELIVERY_LATENCY.labels(channel.name)
+
+    @classmethod
+    def from_settings(
+        cls, bus: EventBus, channel: Channel, settings: Any, **overrides: Any
+    ) -> Consumer:
+        """Build a consumer with the channel's retry policy and limits from ``Settings``."""
+        schedule, max_retries = settings.retry_policy(channel.name)
+        options: dict[str, Any] = {
+            "limiter": RateLimiter(bus.redis, prefix=settings.stream_prefix),
+            "name": settings.consumer_name,
+            "batch": settings.consumer_batch,
+            "concurrency": settings.consumer_concurrency,
+            "claim_idle_ms": settings.claim_idle_ms,
+            "retry_schedule": schedule,
+            "max_retries": max_retries,
+            "rate_limits": settings.rate_limits(channel.name),
+            "grace_s": settings.shutdown_grace_s,
+        }
+        options.update(overrides)
+        return cls(bus, channel, **options)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: no new reads, in-flight work finishes or is handed back."""
+        self._stopping.set()
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Consume until :meth:`stop` (or, with ``burst``, until there is nothing to do now)."""
+        await self._start()
+        try:
+            await self._drain_own_pending()
+            if burst:
+                while not self._stopping.is_set():
+                    if not await self.poll_once() and not await self._anything_due():
+                        break
+            else:
+                timers = asyncio.create_task(self._timer_loop(), name=f"timers-{self.group}")
+                try:
+                    await self._read_loop()
+                finally:
+                    timers.cancel()
+                    await asyncio.gather(timers, return_exceptions=True)
+        finally:
+            await self._shutdown()
+
+    async def poll_once(self) -> int:
+        """One non-blocking pass (reclaim, due retries, new entries), settled; returns work seen."""
+        await self._start()
+        dispatched = await self._reclaim() + await self._take_due()
+        await self._wait_for_slot()
+        entries = await self._read(block_ms=None)
+        await self._settle()
+        return dispatched + entries
+
+    async def aclose(self) -> None:
+        await self._shutdown()
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.bus.ensure_group(self.group)
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.group}")
+        self._log.info("consumer started")
+
+    async def _shutdown(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight), timeout=self.grace_s)
+            for task in pending:
+                task.cancel()  # its entry stays pending: another consumer reclaims it
+            if pending:
+                await asyncio.wait(pending)
+                self._log.warning("handed back unfinished work", entries=len(pending))
+        await self._flush()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        try:
+            mine = [c for c in await self.bus.consumers_info(self.group) if c["name"] == self.name]
+            if mine and int(mine[0]["pending"]) == 0:
+                await self.bus.delete_consumer(self.group, self.name)
+        except _REDIS_DOWN:
+            pass
+        self._log.info("consumer stopped")
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _drain_own_pending(self) -> None:
+        """Redo entries this consumer name read but never acked (a crash before a restart)."""
+        seen: set[str] = set()
+        while not self._stopping.is_set():
+            entries = await self._redis_call(
+                self.bus.read_group(
+                    self.group, self.name, count=self.batch, block_ms=None, pending=True
+                )
+            )
+            fresh = [e for e in entries or [] if e[0] not in seen]
+            if not fresh:
+                return
+            seen.update(entry_id for entry_id, _ in fresh)
+            self._log.info("redoing own pending entries", entries=len(fresh))
+            for entry in fresh:
+                await self._wait_for_slot()
+                self._dispatch_entry(entry)
+            await self._settle()
+
+    async def _read_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._wait_for_slot()
+            started = time.monotonic()
+            if not await self._read(block_ms=self.max_block_ms) and (
+                time.monotonic() - started < self.max_block_ms / 4000
+            ):
+                # A server that ignores BLOCK (fakeredis) or a lost connection: no hot spin.
+                await asyncio.sleep(0.05)
+
+    async def _read(self, *, block_ms: int | None) -> int:
+        free = self.concurrency - len(self._inflight)
+        entries = await self._redis_call(
+            self.bus.read_group(
+                self.group, self.name, count=min(self.batch, free), block_ms=block_ms
+            )
+        )
+        for entry in entries or []:
+            self._dispatch_entry(entry)
+        return len(entries or [])
+
+    async def _timer_loop(self) -> None:
+        """Due retries and reclaims, on their own clock so a blocking read never delays them."""
+        claim_every = min(max(self.claim_idle_ms / 2000, 0.2), 30.0)
+        next_claim = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() >= next_claim:
+                await self._reclaim()
+                next_claim = time.monotonic() + claim_every
+            self._wake.clear()
+            await self._take_due()
+            sleep_s = min(
+                (self._next_due_ms - now_ms()) / 1000, next_claim - time.monotonic(), 1.0
+            )
+            if sleep_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=sleep_s)
+
+    async def _reclaim(self) -> int:
+        result = await self._redis_call(
+            self.bus.autoclaim(
+                self.group,
+                self.name,
+                min_idle_ms=self.claim_idle_ms,
+                start=self._claim_cursor,
+                count=self.batch,
+            )
+        )
+        if result is None:
+            return 0
+        self._claim_cursor, entries = result
+        fresh = [e for e in entries if e[0] not in self._inflight_ids]
+        if fresh:
+            self._log.info("reclaimed idle entries", entries=len(fresh))
+        for entry in fresh:
+            await self._wait_for_slot()
+            self._dispatch_entry(entry)
+        return len(fresh)
+
+    async def _take_due(self) -> int:
+        free = max(self.concurrency - len(self._inflight), 1)
+        result = await self._redis_call(
+            self.bus.claim_due(
+                self.group,
+                now_ms=now_ms(),
+                lease_ms=max(self.claim_idle_ms, 1000),
+                limit=min(free, self.batch),
+            )
+        )
+        if result is None:
+            self._next_due_ms = now_ms() + 1000
+            return 0
+        members, head = result
+        # Wake for the next due item, but look at least once a second for newly added ones.
+        self._next_due_ms = min(head if head is not None else float("inf"), now_ms() + 1000)
+        if len(members) == min(free, self.batch):
+            self._next_due_ms = now_ms()  # maybe more due: look again next cycle
+        for member in members:
+            self._spawn(self._run_scheduled(member), None)
+        return len(members)
+
+    async def _anything_due(self) -> bool:
+        result = await self._redis_call(
+            self.bus.claim_due(self.group, now_ms=now_ms(), lease_ms=0, limit=1)
+        )
+        return bool(result and result[0])
+
+    # -- in-flight work ----------------------------------------------------------------------
+
+    def _dispatch_entry(self, entry: Entry) -> None:
+        entry_id, fields = entry
+        self._inflight_ids.add(entry_id)
+        self._spawn(self._run_entry(entry_id, fields), entry_id)
+
+    def _spawn(self, coro: Any, entry_id: str | None) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight[task] = entry_id
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        entry_id = self._inflight.pop(task, None)
+        if entry_id is not None:
+            self._inflight_ids.discard(entry_id)
+        self._slot_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("delivery task crashed", exc_info=task.exception())
+
+    async def _wait_for_slot(self) -> None:
+        while len(self._inflight) >= self.concurrency:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def _settle(self) -> None:
+        """Wait for in-flight work to finish and its results to be written."""
+        while self._inflight:
+            await asyncio.wait(list(self._inflight))
+        await self._flush()
+
+    def _record(self, commit: Commit) -> None:
+        if commit.schedule:
+            soonest = min(due for _, due in commit.schedule)
+            if soonest < self._next_due_ms:
+                self._next_due_ms = soonest
+                self._wake.set()
+        self._buffer.extend(commit)
+        self._flush_wanted.set()
+
+    async def _run_entry(self, entry_id: str, fields: dict[str, str]) -> None:
+        commit = Commit.empty()
+        commit.acks.append(entry_id)
+        try:
+            event = decode(fields)
+        except DecodeError as exc:
+            self._poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
+            self._record(commit)
+            return
+        await self._deliver_all(commit, event, fields[WIRE_FIELD], entry_id, None, 1)
+        self._record(commit)
+
+    async def _run_scheduled(self, member: str) -> None:
+        commit = Commit.empty()
+        commit.unschedule.append(member)
+        try:
+            item = Scheduled.loads(member)
+            event = decode({WIRE_FIELD: item.event})
+        except (ValueError, KeyError, TypeError) as exc:
+            self._poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
+            self._record(commit)
+            return
+        await self._deliver_all(
+            commit, event, item.event, item.entry_id, item.recipient, item.attempt
+        )
+        self._record(commit)
+
+    def _poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
+        self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
+        metrics.DEAD_LETTERS.labels(self.group, "true").inc()
+        commit.dead_letters.append(
+            DeadLetter(self.group, entry_id, reason, 0, event=raw, poison=True)
+        )
+
+    async def _deliver_all(
+        self,
+        commit: Commit,
+        event: Event,
+        raw: str,
+        entry_id: str,
+        recipient: str | None,
+        attempt: int,
+    ) -> None:
+        if recipient is not None:
+            recipients: Sequence[str] = [recipient]
+        else:
+            try:
+                recipients = self.channel.recipients(event)
+            except Exception as exc:  # a channel bug must not kill the loop
+                self._poison(commit, entry_id, f"recipients() failed: {exc!r}", raw)
+                return
+        if len(recipients) == 1:
+            await self._attempt(commit, event, raw, entry_id, recipients[0], attempt)
+        elif recipients:
+            await asyncio.gather(
+                *(self._attempt(commit, event, raw, entry_id, r, attempt) for r in recipients)
+            )
+
+    async def _attempt(
+        self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
+    ) -> None:
+        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``."""
+
+        def outcome(status: Any, final: bool, **extra: Any) -> Outcome:
+            return Outcome(
+                event_id=event.id,
+                entry_id=entry_id,
+                channel=self.group,
+                recipient=recipient,
+                status=status,
+                attempt=attempt,
+                final=final,
+                type=event.type.value,
+                job_id=event.job_id or "",
+                user_id=event.user_id or "",
+                **extra,
+            )
+
+        key = self.channel.rate_limit_key(event, recipient)
+        if key is not None and self.limiter is not None:
+            # If Redis is down this raises: the entry stays pending and is reclaimed later.
+            allowed = await self.limiter.hit(
+                self.group, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
+            )
+            if not allowed:
+                self._log.warning(
+                    "rate limited", event_id=event.id, type=event.type.value, attempt=attempt
+                )
+                metrics.DELIVERIES.labels(self.group, "rate_limited").inc()
+                commit.outcomes.append(outcome("rate_limited", True, error="rate limit exceeded"))
+                return
+
+        started = time.perf_counter()
+        failure: RetryLater | Reject
+        try:
+            status_code = await self.channel.deliver(event, recipient)
+        except (RetryLater, Reject) as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an unexpected error is treated as transient
+            self._log.exception("delivery raised", event_id=event.id, attempt=attempt)
+            failure = RetryLater(f"{type(exc).__name__}: {exc}")
+        else:
+            duration = time.perf_counter() - started
+            latency = time.time() - event.occurred_at.timestamp()
+            self._delivered_metric.inc()
+            self._latency_metric.observe(max(latency, 0.0))
+            commit.outcomes.append(
+                outcome(
+                    "delivered",
+                    True,
+                    status_code=status_code,
+                    duration_ms=duration * 1000,
+                    latency_ms=latency * 1000,
+                )
+            )
+            return
+
+        duration_ms = (time.perf_counter() - started) * 1000
+        metrics.DELIVERIES.labels(self.group, "failed").inc()
+        bound = self._log.bind(event_id=event.id, type=event.type.value, attempt=attempt)
+        if isinstance(failure, RetryLater) and attempt <= self.max_retries:
+            delay = retry_delay(self.retry_schedule, attempt)
+            if failure.delay is not None:
+                delay = max(delay, min(failure.delay, 86_400.0))
+            due = now_ms() + int(delay * 1000)
+            commit.schedule.append((Scheduled(raw, entry_id, attempt + 1, recipient, "retry"), due))
+            metrics.RETRIES_SCHEDULED.labels(self.group).inc()
+            bound.info("delivery failed, retry scheduled", reason=failure.reason, delay_s=delay)
+            commit.outcomes.append(
+                outcome(
+                    "failed",
+                    False,
+                    error=failure.reason,
+                    status_code=failure.status_code,
+                    duration_ms=duration_ms,
+                    retry_at_ms=due,
+                )
+            )
+            return
+        reason = failure.reason
+        if isinstance(failure, RetryLater):
+            reason = f"gave up after {attempt} attempts: {reason}"
+        bound.warning("delivery dead-lettered", reason=reason)
+        metrics.DEAD_LETTERS.labels(self.group, "false").inc()
+        commit.dead_letters.append(
+            DeadLetter(self.group, entry_id, reason, attempt, event.id, recipient, raw)
+        )
+        commit.outcomes.append(
+            outcome(
+                "failed",
+                True,
+                error=reason,
+                status_code=failure.status_code,
+                duration_ms=duration_ms,
+            )
+        )
+
+    # -- writing results ---------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        backoff = 0.05
+        while self._buffer:
+            commit, self._buffer = self._buffer, Commit.empty()
+            try:
+                await self.bus.commit(self.group, commit, self.group)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the group (restart without persistence): the outcomes before the
+                # failing XACK were written, the entries are gone from the PEL with the group.
+                self._log.error("consumer group lost; recreating it", error=str(exc))
+                await self.bus.ensure_group(self.group)
+            except _REDIS_DOWN as exc:
+                self._log.warning("cannot record results; retrying", error=str(exc))
+                commit.extend(self._buffer)
+                self._buffer = commit
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _redis_call(self, awaitable: Any) -> Any:
+        """Await a loop-level Redis call; on a connection failure wait and return None."""
+        try:
+            return await awaitable
+        except _REDIS_DOWN as exc:
+            self._log.warning("redis unavailable", error=str(exc))
+            await asyncio.sleep(0.5)
+            return None

@@ -1,0 +1,105 @@
+"""Operator functions as plain async functions; the CLI and the HTTP API both call these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bus import EventBus
+from .outcomes import now_ms
+
+KNOWN_CHANNELS = ("webhook", "email", "logger")
+_LAG_COUNT_CAP = 100_000
+
+
+def _id_ms(entry_id: str | None) -> int | None:
+    if not entry_id:
+        return None
+    try:
+        return int(entry_id.split("-")[0])
+    except ValueError:
+        return None
+
+
+async def _lag(bus: EventBus, stream: str, group: dict[str, Any]) -> int | None:
+    """Entries not yet delivered to the group; computed where XINFO has no ``lag`` (Redis 6.2)."""
+    lag = group.get("lag")
+    if lag is not None:
+        return int(lag)
+    last = group.get("last-delivered-id") or "0-0"
+    entries = await bus.range(f"({last}", "+", count=_LAG_COUNT_CAP, stream=stream)
+    return len(entries)
+
+
+async def _groups(bus: EventBus, stream: str) -> list[dict[str, Any]]:
+    out = []
+    for group in await bus.groups_info(stream):
+        name = group["name"]
+        oldest = await bus.pending_oldest(name, stream)
+        consumers = await bus.consumers_info(name, stream)
+        out.append(
+            {
+                "group": name,
+                "lag": await _lag(bus, stream, group),
+                "pending": int(group.get("pending", 0)),
+                "last_delivered_id": group.get("last-delivered-id"),
+                "oldest_pending_id": oldest[0] if oldest else None,
+                "oldest_pending_age_ms": oldest[1] if oldest else None,
+                "consumers": [
+                    {
+                        "name": c["name"],
+                        "pending": int(c.get("pending", 0)),
+                        "idle_ms": int(c.get("idle", 0)),
+                    }
+                    for c in consumers
+                ],
+            }
+        )
+    return out
+
+
+async def _stream(bus: EventBus, stream: str) -> dict[str, Any]:
+    info = await bus.stream_info(stream)
+    if info is None:
+        return {"name": stream, "exists": False, "length": 0, "groups": []}
+    first = info.get("first-entry")
+    last = info.get("last-entry")
+    first_id = first[0] if first else None
+    last_id = last[0] if last else None
+    return {
+        "name": stream,
+        "exists": True,
+        "length": int(info.get("length", 0)),
+        "first_id": first_id,
+        "last_id": last_id,
+        "last_generated_id": info.get("last-generated-id"),
+        "entries_added": info.get("entries-added"),
+        "oldest_age_ms": now_ms() - _id_ms(first_id) if first_id else None,
+        "groups": await _groups(bus, stream),
+    }
+
+
+async def status(bus: EventBus) -> dict[str, Any]:
+    """Everything an operator needs at a glance: streams, groups, DLQs, retries, memory."""
+    names = bus.names
+    channels = set(KNOWN_CHANNELS)
+    events = await _stream(bus, names.events)
+    channels.update(g["group"] for g in events["groups"])
+    pipe = bus.redis.pipeline(transaction=False)
+    ordered = sorted(channels)
+    for channel in ordered:
+        pipe.xlen(names.dlq(channel))
+        pipe.zcard(names.scheduled(channel))
+    counts = await pipe.execute()
+    memory = await bus.redis.info("memory")
+    server = await bus.redis.info("server")
+    return {
+        "events": events,
+        "deliveries": await _stream(bus, names.deliveries),
+        "dead_letters": {c: int(counts[2 * i]) for i, c in enumerate(ordered)},
+        "scheduled": {c: int(counts[2 * i + 1]) for i, c in enumerate(ordered)},
+        "redis": {
+            "version": server.get("valkey_version") or server.get("redis_version"),
+            "used_memory": memory.get("used_memory"),
+            "used_memory_human": memory.get("used_memory_human"),
+        },
+    }

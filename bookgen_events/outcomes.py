@@ -1,0 +1,113 @@
+"""Records written beside the event stream: delivery outcomes and dead letters.
+
+Each is a flat dict of strings on the wire so ``redis-cli XRANGE`` shows it plainly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Status = Literal["delivered", "failed", "rate_limited"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One delivery attempt of one event to one recipient on one channel.
+
+    ``final`` is false only for a failed attempt with a retry scheduled at ``retry_at_ms``;
+    a final ``failed`` outcome means the delivery was dead-lettered.
+    """
+
+    event_id: str
+    entry_id: str
+    channel: str
+    recipient: str
+    status: Status
+    attempt: int
+    final: bool
+    type: str = ""
+    job_id: str = ""
+    user_id: str = ""
+    error: str = ""
+    status_code: int | None = None
+    duration_ms: float = 0.0
+    latency_ms: float | None = None
+    retry_at_ms: int | None = None
+    at_ms: int = field(default_factory=now_ms)
+
+    def to_fields(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in asdict(self).items():
+            if value is None or value == "":
+                continue
+            if isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, float):
+                value = round(value, 3)
+            out[key] = str(value)
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Outcome:
+        """Parse an entry of the deliveries stream (raises ``KeyError``/``ValueError`` if bad)."""
+
+        def opt_int(name: str) -> int | None:
+            return int(fields[name]) if fields.get(name) else None
+
+        latency = fields.get("latency_ms")
+        return cls(
+            event_id=fields["event_id"],
+            entry_id=fields.get("entry_id", ""),
+            channel=fields["channel"],
+            recipient=fields["recipient"],
+            status=fields["status"],  # type: ignore[arg-type]
+            attempt=int(fields["attempt"]),
+            final=fields.get("final", "1") == "1",
+            type=fields.get("type", ""),
+            job_id=fields.get("job_id", ""),
+            user_id=fields.get("user_id", ""),
+            error=fields.get("error", ""),
+            status_code=opt_int("status_code"),
+            duration_ms=float(fields.get("duration_ms", 0.0)),
+            latency_ms=float(latency) if latency else None,
+            retry_at_ms=opt_int("retry_at_ms"),
+            at_ms=int(fields.get("at_ms", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry a channel gave up on: the event (or the raw poison fields) and why."""
+
+    channel: str
+    entry_id: str
+    reason: str
+    attempts: int
+    event_id: str = ""
+    recipient: str = ""
+    event: str = ""  # the event's JSON; for a poison entry, the raw fields as JSON
+    poison: bool = False
+    at_ms: int = field(default_factory=now_ms)
+
+    def to_fields(self) -> dict[str, str]:
+        return {k: str(int(v) if isinstance(v, bool) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> DeadLetter:
+        return cls(
+            channel=fields["channel"],
+            entry_id=fields.get("entry_id", ""),
+            reason=fields.get("reason", ""),
+            attempts=int(fields.get("attempts", 0)),
+            event_id=fields.get("event_id", ""),
+            recipient=fields.get("recipient", ""),
+            event=fields.get("event", ""),
+            poison=fields.get("poison", "0") == "1",
+            at_ms=int(fields.get("at_ms", 0)),
+        )

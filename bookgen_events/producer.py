@@ -1,0 +1,120 @@
+"""``emit`` and ``emit_many`` for producers, with sync twins for code without an event loop.
+
+The module-level functions use a default bus built lazily from the settings (one client per
+event loop, since an asyncio Redis connection belongs to the loop that opened it). Pass
+``bus=`` or call :func:`configure` to inject your own client instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import redis as sync_redis
+
+from .bus import EventBus, StreamNames, entry_fields
+from .connection import create_redis, resolve_redis_url
+from .events import Event
+from .settings import Settings, get_settings
+
+_buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventBus] = weakref.WeakKeyDictionary()
+_configured: dict[str, Any] = {}
+
+
+def configure(*, settings: Settings | None = None, bus: EventBus | None = None) -> None:
+    """Set the settings (and optionally the bus) the module-level producers use."""
+    _buses.clear()
+    _configured.clear()
+    if settings is not None:
+        _configured["settings"] = settings
+    if bus is not None:
+        _buses[asyncio.get_running_loop()] = bus
+    _sync.reset()
+
+
+def _settings() -> Settings:
+    return _configured.get("settings") or get_settings()
+
+
+def default_bus() -> EventBus:
+    """The bus for the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    bus = _buses.get(loop)
+    if bus is None:
+        settings = _settings()
+        bus = EventBus.from_settings(create_redis(resolve_redis_url(settings)), settings)
+        _buses[loop] = bus
+    return bus
+
+
+async def emit(event: Event | dict[str, Any], *, bus: EventBus | None = None) -> str:
+    """Validate and append one event; returns its stream entry id.
+
+    Raises :class:`~bookgen_events.errors.EventValidationError` (a ``ValueError``) and writes
+    nothing when the event is invalid.
+    """
+    return await (bus or default_bus()).emit(event)
+
+
+async def emit_many(
+    events: Iterable[Event | dict[str, Any]], *, bus: EventBus | None = None
+) -> list[str]:
+    """Validate every event, then append them all in one pipelined round trip."""
+    return await (bus or default_bus()).emit_many(events)
+
+
+class SyncProducer:
+    """Blocking producer over a sync Redis client, for Celery tasks and scripts."""
+
+    def __init__(self, client: sync_redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.names = StreamNames(settings.stream_prefix)
+        self.maxlen = settings.stream_maxlen
+        self.max_event_bytes = settings.max_event_bytes
+
+    def emit(self, event: Event | dict[str, Any]) -> str:
+        _, fields = entry_fields(event, self.max_event_bytes)
+        return self.client.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type, return-value]
+
+    def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
+        encoded = [entry_fields(e, self.max_event_bytes)[1] for e in events]
+        pipe = self.client.pipeline(transaction=False)
+        for fields in encoded:
+            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type]
+        return pipe.execute()
+
+
+class _SyncDefault:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._producer: SyncProducer | None = None
+
+    def get(self) -> SyncProducer:
+        with self._lock:
+            if self._producer is None:
+                settings = _settings()
+                client = sync_redis.Redis.from_url(
+                    resolve_redis_url(settings), decode_responses=True
+                )
+                self._producer = SyncProducer(client, settings)
+            return self._producer
+
+    def reset(self) -> None:
+        with self._lock:
+            self._producer = None
+
+
+_sync = _SyncDefault()
+
+
+def emit_sync(event: Event | dict[str, Any]) -> str:
+    """Blocking twin of :func:`emit`."""
+    return _sync.get().emit(event)
+
+
+def emit_many_sync(events: Iterable[Event | dict[str, Any]]) -> list[str]:
+    """Blocking twin of :func:`emit_many`."""
+    return _sync.get().emit_many(events)
