@@ -201,6 +201,34 @@ def _print_status(report: dict[str, Any]) -> None:
     console.print(f"redis {redis['version']}, memory {redis['used_memory_human']}")
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.auth import mint_token
+
+    if settings.websocket_jwt_secret is None:
+        raise ConfigError("WEBSOCKET_JWT_SECRET is not set: there is nothing to sign tokens with")
+    if not args.user_id and not args.job_id:
+        raise ValueError("a token must name --user-id and/or at least one --job-id")
+    token = mint_token(
+        settings.websocket_jwt_secret.get_secret_value(),
+        user_id=args.user_id,
+        job_ids=args.job_id or [],
+        ttl_s=args.ttl,
+    )
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.logger import rebuild
+
+    async def go() -> dict[str, Any]:
+        async with open_bus(settings) as bus:
+            return await rebuild(bus, settings)
+
+    _print_json(asyncio.run(go()))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -244,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="first show the last N entries")
     p.add_argument("--no-follow", dest="follow", action="store_false")
     p.add_argument("--deliveries", action="store_true", help="tail delivery outcomes instead")
+
+    p = add("token", cmd_token, "Mint a WebSocket JWT for a user and/or jobs.")
+    p.add_argument("--user-id")
+    p.add_argument("--job-id", action="append", help="a job the holder may watch (repeatable)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    p = add("rebuild-log", cmd_rebuild_log, "Recreate the notifications table from the streams.")
 
     p = add("status", cmd_status, "Stream, consumer group, dead-letter and memory status.")
     p.add_argument("--json", action="store_true", help="machine-readable output")

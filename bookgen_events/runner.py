@@ -29,7 +29,7 @@ log = get_logger("bookgen_events.runner")
 WORKERS = {
     "gateway": "gateway.app",
     "webhook": "consumers.webhook",
-    "email": "consumers.email",
+    "email": "consumers.emails",
     "logger": "consumers.logger",
 }
 

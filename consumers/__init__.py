@@ -1,0 +1,1 @@
+"""Delivery channels and projections, each a consumer group on the event stream."""

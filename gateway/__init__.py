@@ -1,0 +1,1 @@
+"""The Starlette WebSocket/HTTP gateway: broadcast fan-out, resume, status, HTTP emit."""
