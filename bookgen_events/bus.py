@@ -242,10 +242,13 @@ class EventBus:
             return 0
         return await self.redis.xack(stream or self.names.events, group, *ids)  # type: ignore[no-any-return]
 
-    async def commit(self, group: str, commit: Commit, channel: str) -> None:
+    async def commit(
+        self, group: str, commit: Commit, channel: str, stream: str | None = None
+    ) -> None:
         """Record outcomes, dead letters and schedule changes, and ack — all in one MULTI/EXEC.
 
         An entry is therefore never acknowledged without its outcome, nor the reverse.
+        Acks go to ``stream`` (default: the event stream).
         """
         names = self.names
         pipe = self.redis.pipeline(transaction=True)
@@ -258,7 +261,7 @@ class EventBus:
         if commit.schedule:
             pipe.zadd(names.scheduled(channel), {s.dumps(): due for s, due in commit.schedule})
         if commit.acks:
-            pipe.xack(names.events, group, *commit.acks)
+            pipe.xack(stream or names.events, group, *commit.acks)
         await pipe.execute()
 
     async def claim_due(

@@ -252,9 +252,7 @@ class Consumer:
                 next_claim = time.monotonic() + claim_every
             self._wake.clear()
             await self._take_due()
-            sleep_s = min(
-                (self._next_due_ms - now_ms()) / 1000, next_claim - time.monotonic(), 1.0
-            )
+            sleep_s = min((self._next_due_ms - now_ms()) / 1000, next_claim - time.monotonic(), 1.0)
             if sleep_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=sleep_s)

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     from_email: str = "noreply@bookgen.com"
     smtp_use_tls: bool = True
     smtp_timeout: float = Field(30.0, gt=0)
+    smtp_pool_size: int = Field(5, ge=1, le=100)
     email_max_retries: int = Field(3, ge=0, le=100)
     email_retry_schedule: Schedule = _schedule("30s,5m,30m,2h,5h")
     admin_emails: CsvList = Field(default_factory=list)
