@@ -122,7 +122,8 @@ def entry_fields(
 
 
 def _is_nogroup(exc: ResponseError) -> bool:
-    return str(exc).startswith("NOGROUP")
+    # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocking read.
+    return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 class EventBus:

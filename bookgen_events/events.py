@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
 
@@ -195,7 +196,12 @@ class Event(BaseModel):
                         ],
                     ) from None
             elif not isinstance(data, model):
-                raise ValueError(f"data must be an object for type {values.get('type')}")
+                error = PydanticCustomError(
+                    "data_type", "data must be an object for type {type}", {"type": model.__name__}
+                )
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [{"type": error, "loc": ("data",), "input": data}]
+                )
         return values
 
     @field_validator("webhook_url")

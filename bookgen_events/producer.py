@@ -50,6 +50,13 @@ def default_bus() -> EventBus:
     return bus
 
 
+async def aclose() -> None:
+    """Close the default bus of the running loop (call before the loop ends, e.g. at shutdown)."""
+    bus = _buses.pop(asyncio.get_running_loop(), None)
+    if bus is not None:
+        await bus.redis.aclose()
+
+
 async def emit(event: Event | dict[str, Any], *, bus: EventBus | None = None) -> str:
     """Validate and append one event; returns its stream entry id.
 

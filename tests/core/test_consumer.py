@@ -1,0 +1,317 @@
+"""The consumer runtime's guarantees (SPEC section 4), proved on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bookgen_events import Consumer, EventBus
+from bookgen_events.consumer import retry_delay
+from bookgen_events.outcomes import DeadLetter, Outcome
+from bookgen_events.ratelimit import RateLimiter
+
+from ..helpers import RecordingChannel, progress
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def make_consumer(bus: EventBus, channel: RecordingChannel, **options) -> Consumer:
+    defaults = dict(
+        retry_schedule=(0.05, 0.1, 0.2), max_retries=3, claim_idle_ms=500,
+        max_block_ms=100, rate_limits=(0, 0), grace_s=2.0,
+    )  # fmt: skip
+    defaults.update(options)
+    return Consumer(bus, channel, **defaults)
+
+
+async def outcomes(bus: EventBus) -> list[Outcome]:
+    return [Outcome.from_fields(f) for _, f in await bus.range(stream=bus.names.deliveries)]
+
+
+async def dead_letters(bus: EventBus, channel: str = "webhook") -> list[DeadLetter]:
+    return [DeadLetter.from_fields(f) for _, f in await bus.range(stream=bus.names.dlq(channel))]
+
+
+async def test_delivers_every_event_once_and_acks(bus: EventBus) -> None:
+    """Each event is delivered once, with one 'delivered' outcome, and nothing stays pending."""
+    channel = RecordingChannel()
+    await bus.emit_many([progress(str(i)) for i in range(300)])
+    await make_consumer(bus, channel).run(burst=True)
+    assert len(channel.delivered) == 300 == len({e for e, _ in channel.delivered})
+    found = await outcomes(bus)
+    assert Counter(o.status for o in found) == {"delivered": 300}
+    assert all(o.final and o.attempt == 1 and o.latency_ms is not None for o in found)
+    assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
+
+
+async def test_failing_delivery_retries_with_backoff_while_others_flow(bus: EventBus) -> None:
+    """A failing recipient is retried on the schedule without holding up the others."""
+    channel = RecordingChannel()
+    channel.fail["bad"] = 2
+    consumer = make_consumer(bus, channel, retry_schedule=(0.3, 0.3))
+    task = asyncio.create_task(consumer.run())
+    await bus.emit(progress("bad"))
+    started = time.monotonic()
+    await bus.emit_many([progress(f"ok{i}") for i in range(50)])
+    await eventually(lambda: _true(len(channel.delivered) >= 50))
+    assert time.monotonic() - started < 0.3, "healthy events waited for the failing one"
+    assert all(e != "bad" for e, _ in channel.delivered)
+    await eventually(lambda: _true(len(channel.delivered) == 51))
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.45, f"two retries at 0.3 s ±20 % each cannot finish in {elapsed:.2f}s"
+    consumer.stop()
+    await task
+    bad = [o for o in await outcomes(bus) if o.job_id == "bad"]
+    assert [(o.status, o.attempt, o.final) for o in bad] == [
+        ("failed", 1, False), ("failed", 2, False), ("delivered", 3, True),
+    ]  # fmt: skip
+    assert bad[0].retry_at_ms and bad[0].status_code == 503
+
+
+async def test_dead_letter_after_the_last_attempt(bus: EventBus) -> None:
+    """With 3 retries an always-failing delivery is tried 4 times, then dead-lettered."""
+    channel = RecordingChannel()
+    channel.fail["doomed"] = 99
+    event_id = await bus.emit(progress("doomed"))
+    consumer = make_consumer(bus, channel, max_retries=3, retry_schedule=(0.02,))
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _has_dead_letter(bus))
+    consumer.stop()
+    await task
+    (letter,) = await dead_letters(bus)
+    assert letter.attempts == 4 and letter.entry_id == event_id
+    assert "gave up after 4 attempts" in letter.reason and "temporarily down" in letter.reason
+    assert json.loads(letter.event)["job_id"] == "doomed"
+    attempts = [(o.attempt, o.final) for o in await outcomes(bus)]
+    assert attempts == [(1, False), (2, False), (3, False), (4, True)]
+    assert await bus.redis.zcard(bus.names.scheduled("webhook")) == 0
+
+
+async def test_reject_dead_letters_at_once(bus: EventBus) -> None:
+    """A permanent failure is not retried: one attempt, one dead letter with the reason."""
+    channel = RecordingChannel()
+    channel.reject.add("gone")
+    await bus.emit(progress("gone"))
+    await make_consumer(bus, channel).run(burst=True)
+    (letter,) = await dead_letters(bus)
+    assert letter.reason == "permanently refused" and letter.attempts == 1
+    (outcome,) = await outcomes(bus)
+    assert (outcome.status, outcome.final, outcome.status_code) == ("failed", True, 410)
+
+
+async def test_poison_entry_is_dead_lettered_and_later_entries_flow(bus: EventBus) -> None:
+    """Junk written straight into the stream is dead-lettered; the consumer keeps going."""
+    channel = RecordingChannel()
+    await bus.emit(progress("before"))
+    await bus.redis.xadd(bus.names.events, {"junk": "yes"})
+    await bus.redis.xadd(
+        bus.names.events, {"event": '{"type": "progress_update", "data": {"progress": 900}}'}
+    )
+    await bus.emit(progress("after"))
+    await make_consumer(bus, channel).run(burst=True)
+    assert len(channel.delivered) == 2
+    letters = await dead_letters(bus)
+    assert [letter.poison for letter in letters] == [True, True]
+    assert "junk" in letters[0].event and "progress" in letters[1].reason
+    assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
+
+
+async def test_two_consumers_split_the_work_without_double_delivery(bus: EventBus) -> None:
+    """Competing consumers of one group each get a share and no event twice."""
+    channel_a, channel_b = RecordingChannel(), RecordingChannel()
+    for channel in (channel_a, channel_b):
+        channel.delay = {str(i): 0.002 for i in range(400)}
+    a = make_consumer(bus, channel_a, name="a", batch=10, concurrency=5)
+    b = make_consumer(bus, channel_b, name="b", batch=10, concurrency=5)
+    tasks = [asyncio.create_task(c.run()) for c in (a, b)]
+    await bus.emit_many([progress(str(i)) for i in range(400)])
+    await eventually(lambda: _true(len(channel_a.delivered) + len(channel_b.delivered) >= 400))
+    await asyncio.sleep(0.2)
+    a.stop(), b.stop()
+    await asyncio.gather(*tasks)
+    ids = [e for e, _ in channel_a.delivered + channel_b.delivered]
+    assert len(ids) == 400 == len(set(ids))
+    assert channel_a.delivered and channel_b.delivered
+
+
+async def test_stale_pending_entries_of_a_dead_consumer_are_reclaimed(bus: EventBus) -> None:
+    """Entries read by a consumer that never acked are claimed by another after CLAIM_IDLE_MS."""
+    await bus.emit_many([progress(str(i)) for i in range(30)])
+    await bus.ensure_group("webhook")
+    taken = await bus.read_group("webhook", "dead", count=30, block_ms=None)
+    assert len(taken) == 30  # "dead" read them and died without acking
+    channel = RecordingChannel()
+    consumer = make_consumer(bus, channel, name="alive", claim_idle_ms=300)
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _true(len(channel.delivered) == 30))
+    consumer.stop()
+    await task
+    assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
+
+
+async def test_a_restarted_consumer_first_redoes_its_own_pending(bus: EventBus) -> None:
+    """A consumer with a stable name redoes what it read before a crash, without waiting."""
+    await bus.emit_many([progress(str(i)) for i in range(5)])
+    await bus.ensure_group("webhook")
+    await bus.read_group("webhook", "worker-1", count=5, block_ms=None)
+    channel = RecordingChannel()
+    await make_consumer(bus, channel, name="worker-1", claim_idle_ms=600_000).run(burst=True)
+    assert len(channel.delivered) == 5
+
+
+async def test_group_lost_with_redis_data_is_recreated(bus: EventBus) -> None:
+    """If Redis loses the group (restart without persistence) the consumer recreates it."""
+    channel = RecordingChannel()
+    consumer = make_consumer(bus, channel)
+    task = asyncio.create_task(consumer.run())
+    await bus.emit(progress("first"))
+    await eventually(lambda: _true(len(channel.delivered) == 1))
+    await bus.redis.delete(bus.names.events)  # the stream and its groups are gone
+    await asyncio.sleep(0.3)
+    await bus.emit(progress("second"))
+    await eventually(lambda: _true(len(channel.delivered) == 2))
+    consumer.stop()
+    await task
+
+
+async def test_rate_limit_counts_exactly(bus: EventBus, redis: Redis) -> None:
+    """With 3 per minute, 5 events to one URL give 3 deliveries and 2 rate_limited outcomes."""
+    channel = RecordingChannel()
+    limiter = RateLimiter(redis, prefix=bus.names.prefix)
+    await bus.emit_many([progress(str(i)) for i in range(5)])
+    await bus.emit(progress("other", url="https://other.example.com/x"))
+    await make_consumer(bus, channel, limiter=limiter, rate_limits=(3, 100)).run(burst=True)
+    by_status = Counter((o.recipient, o.status) for o in await outcomes(bus))
+    assert by_status == {
+        ("https://hooks.example.com/in", "delivered"): 3,
+        ("https://hooks.example.com/in", "rate_limited"): 2,
+        ("https://other.example.com/x", "delivered"): 1,
+    }
+    assert len(channel.delivered) == 4  # limited ones were never attempted
+
+
+async def test_retry_of_a_counted_notification_is_not_limited_again(
+    bus: EventBus, redis: Redis
+) -> None:
+    """A retry re-uses the slot its first attempt took: limits count notifications, not attempts."""
+    channel = RecordingChannel()
+    channel.fail["flaky"] = 2
+    limiter = RateLimiter(redis, prefix=bus.names.prefix)
+    await bus.emit(progress("flaky"))
+    consumer = make_consumer(bus, channel, limiter=limiter, rate_limits=(1, 0))
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _true(len(channel.delivered) == 1))
+    consumer.stop()
+    await task
+    assert [o.status for o in await outcomes(bus)] == ["failed", "failed", "delivered"]
+
+
+async def test_graceful_stop_never_half_acks(bus: EventBus) -> None:
+    """On stop, finished work is recorded and acked; unfinished work stays pending for others."""
+    channel = RecordingChannel()
+    channel.delay = {"slow": 5.0}
+    await bus.emit_many([progress("slow"), progress("fast")])
+    consumer = make_consumer(bus, channel, grace_s=0.3)
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _true(len(channel.delivered) == 1))
+    consumer.stop()
+    await task
+    pending = await bus.redis.xpending_range(bus.names.events, "webhook", "-", "+", 10)
+    assert len(pending) == 1  # the slow one, handed back
+    assert [o.job_id for o in await outcomes(bus)] == ["fast"]
+    # Another consumer picks it up once idle.
+    channel.delay = {}
+    await asyncio.sleep(0.6)
+    await make_consumer(bus, channel, name="other", claim_idle_ms=500).run(burst=True)
+    assert (
+        sorted(channel.delivered) == sorted(set(channel.delivered)) and len(channel.delivered) == 2
+    )
+
+
+async def test_several_recipients_each_get_their_own_outcome(bus: EventBus) -> None:
+    """An event with several recipients yields one delivery and outcome per recipient."""
+    channel = RecordingChannel(name="email")
+    await bus.emit(
+        {"type": "completion", "job_id": "7", "data": {}, "emails": ["a@x.com", "b@x.com"]}
+    )
+    await make_consumer(bus, channel).run(burst=True)
+    assert sorted(r for _, r in channel.delivered) == ["a@x.com", "b@x.com"]
+    assert sorted(o.recipient for o in await outcomes(bus)) == ["a@x.com", "b@x.com"]
+
+
+def test_retry_delay_follows_schedule_with_jitter() -> None:
+    """Delays follow the schedule, repeat its last step, and stay within ±20 %."""
+    schedule = (5.0, 300.0, 1800.0)
+    assert retry_delay(schedule, 1, lambda: 0.5) == 5.0
+    assert retry_delay(schedule, 2, lambda: 0.0) == pytest.approx(240.0)
+    assert retry_delay(schedule, 3, lambda: 1.0) == pytest.approx(2160.0)
+    assert retry_delay(schedule, 7, lambda: 0.5) == 1800.0
+
+
+async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) -> None:
+    """A consumer process killed with SIGKILL mid-batch: another finishes every entry."""
+    prefix = bus.names.prefix
+    count = 200
+    await bus.emit_many([progress(str(i)) for i in range(count)])
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.core.consumer_proc", redis_url, prefix, name, "0.01"],
+            cwd=ROOT, env={**os.environ, "LOG_LEVEL": "WARNING"},
+        )  # fmt: skip
+
+    first = start("first")
+    try:
+        await eventually(lambda: _delivered_at_least(bus, f"{prefix}:delivered", 30), timeout=20)
+        first.send_signal(signal.SIGKILL)
+        first.wait(5)
+        assert await bus.redis.llen(f"{prefix}:delivered") < count, (
+            "killed too late to prove anything"
+        )
+        second = start("second")
+        try:
+            await eventually(lambda: _all_delivered(bus, f"{prefix}:delivered", count), timeout=30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(10) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    delivered = Counter(await bus.redis.lrange(f"{prefix}:delivered", 0, -1))
+    assert len(delivered) == count  # every event at least once
+    assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _has_dead_letter(bus: EventBus) -> bool:
+    return await bus.redis.xlen(bus.names.dlq("webhook")) > 0
+
+
+async def _delivered_at_least(bus: EventBus, key: str, n: int) -> bool:
+    return await bus.redis.llen(key) >= n
+
+
+async def _all_delivered(bus: EventBus, key: str, n: int) -> bool:
+    return len(set(await bus.redis.lrange(key, 0, -1))) >= n
