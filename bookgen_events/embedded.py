@@ -115,6 +115,7 @@ def _terminate(pid: int, timeout: float = 10.0) -> None:
 class EmbeddedRedis:
     """A Valkey server owned by this process, data (AOF) under ``data_dir``.
 
+    ``port=None`` tries 6399 (so ``redis-cli -p 6399`` finds it), ``port=0`` any free port.
     Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
@@ -137,8 +138,8 @@ class EmbeddedRedis:
         """Start the server (reaping one a crashed owner left) and return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._reap_stale()
-        port = self.requested_port or DEFAULT_PORT
-        if not _port_free(port):
+        port = DEFAULT_PORT if self.requested_port is None else self.requested_port
+        if port == 0 or not _port_free(port):
             port = _free_port()
         self.port = port
         args = [
@@ -156,7 +157,14 @@ class EmbeddedRedis:
         ]  # fmt: skip
         try:
             # Own session: a Ctrl-C in the terminal reaches us, and we stop the server in order.
-            self._process = subprocess.Popen(args, start_new_session=True)
+            # It logs to its own file; inheriting our stdio would keep pipes open after us.
+            self._process = subprocess.Popen(
+                args,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start {args[0]}: {exc}") from exc
         deadline = time.monotonic() + timeout

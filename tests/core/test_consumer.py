@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -26,9 +27,10 @@ from ..helpers import RecordingChannel, progress
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
+async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
+    """Poll ``check`` (sync or async) until true, failing after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await _value(check()):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
@@ -72,10 +74,10 @@ async def test_failing_delivery_retries_with_backoff_while_others_flow(bus: Even
     await bus.emit(progress("bad"))
     started = time.monotonic()
     await bus.emit_many([progress(f"ok{i}") for i in range(50)])
-    await eventually(lambda: _true(len(channel.delivered) >= 50))
+    await eventually(lambda: len(channel.delivered) >= 50)
     assert time.monotonic() - started < 0.3, "healthy events waited for the failing one"
     assert all(e != "bad" for e, _ in channel.delivered)
-    await eventually(lambda: _true(len(channel.delivered) == 51))
+    await eventually(lambda: len(channel.delivered) == 51)
     elapsed = time.monotonic() - started
     assert elapsed >= 0.45, f"two retries at 0.3 s ±20 % each cannot finish in {elapsed:.2f}s"
     consumer.stop()
@@ -144,7 +146,7 @@ async def test_two_consumers_split_the_work_without_double_delivery(bus: EventBu
     b = make_consumer(bus, channel_b, name="b", batch=10, concurrency=5)
     tasks = [asyncio.create_task(c.run()) for c in (a, b)]
     await bus.emit_many([progress(str(i)) for i in range(400)])
-    await eventually(lambda: _true(len(channel_a.delivered) + len(channel_b.delivered) >= 400))
+    await eventually(lambda: len(channel_a.delivered) + len(channel_b.delivered) >= 400)
     await asyncio.sleep(0.2)
     a.stop(), b.stop()
     await asyncio.gather(*tasks)
@@ -162,7 +164,7 @@ async def test_stale_pending_entries_of_a_dead_consumer_are_reclaimed(bus: Event
     channel = RecordingChannel()
     consumer = make_consumer(bus, channel, name="alive", claim_idle_ms=300)
     task = asyncio.create_task(consumer.run())
-    await eventually(lambda: _true(len(channel.delivered) == 30))
+    await eventually(lambda: len(channel.delivered) == 30)
     consumer.stop()
     await task
     assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
@@ -184,11 +186,11 @@ async def test_group_lost_with_redis_data_is_recreated(bus: EventBus) -> None:
     consumer = make_consumer(bus, channel)
     task = asyncio.create_task(consumer.run())
     await bus.emit(progress("first"))
-    await eventually(lambda: _true(len(channel.delivered) == 1))
+    await eventually(lambda: len(channel.delivered) == 1)
     await bus.redis.delete(bus.names.events)  # the stream and its groups are gone
     await asyncio.sleep(0.3)
     await bus.emit(progress("second"))
-    await eventually(lambda: _true(len(channel.delivered) == 2))
+    await eventually(lambda: len(channel.delivered) == 2)
     consumer.stop()
     await task
 
@@ -219,7 +221,7 @@ async def test_retry_of_a_counted_notification_is_not_limited_again(
     await bus.emit(progress("flaky"))
     consumer = make_consumer(bus, channel, limiter=limiter, rate_limits=(1, 0))
     task = asyncio.create_task(consumer.run())
-    await eventually(lambda: _true(len(channel.delivered) == 1))
+    await eventually(lambda: len(channel.delivered) == 1)
     consumer.stop()
     await task
     assert [o.status for o in await outcomes(bus)] == ["failed", "failed", "delivered"]
@@ -232,7 +234,7 @@ async def test_graceful_stop_never_half_acks(bus: EventBus) -> None:
     await bus.emit_many([progress("slow"), progress("fast")])
     consumer = make_consumer(bus, channel, grace_s=0.3)
     task = asyncio.create_task(consumer.run())
-    await eventually(lambda: _true(len(channel.delivered) == 1))
+    await eventually(lambda: len(channel.delivered) == 1)
     consumer.stop()
     await task
     pending = await bus.redis.xpending_range(bus.names.events, "webhook", "-", "+", 10)
@@ -281,7 +283,7 @@ async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) ->
 
     first = start("first")
     try:
-        await eventually(lambda: _delivered_at_least(bus, f"{prefix}:delivered", 30), timeout=20)
+        await eventually(lambda: _delivered_at_least(bus, f"{prefix}:delivered", 30), within=20)
         first.send_signal(signal.SIGKILL)
         first.wait(5)
         assert await bus.redis.llen(f"{prefix}:delivered") < count, (
@@ -289,7 +291,7 @@ async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) ->
         )
         second = start("second")
         try:
-            await eventually(lambda: _all_delivered(bus, f"{prefix}:delivered", count), timeout=30)
+            await eventually(lambda: _all_delivered(bus, f"{prefix}:delivered", count), within=30)
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(10) == 0
@@ -301,8 +303,8 @@ async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) ->
     assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
 
 
-async def _true(value: bool) -> bool:
-    return value
+async def _value(value: bool | Awaitable[bool]) -> bool:
+    return await value if inspect.isawaitable(value) else value
 
 
 async def _has_dead_letter(bus: EventBus) -> bool:
