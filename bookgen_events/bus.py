@@ -34,6 +34,53 @@ return {due, head[2] or false}
 """
 
 
+# Atomic like MULTI/EXEC, but one command and one reply: redis-py parses a +QUEUED reply per
+# command of a transaction in Python, which costs more than the writes themselves.
+# KEYS: deliveries, dlq, scheduled, acked stream. ARGV: group, maxlen, then five sections,
+# each a count followed by its items: outcomes and dead letters as (n, field, value, ...),
+# members to unschedule, (score, member) pairs to schedule, and ids to ack.
+_COMMIT = """
+local i = 3
+local function take() local v = ARGV[i]; i = i + 1; return v end
+local function entries(key, maxlen)
+  for _ = 1, tonumber(take()) do
+    local n = tonumber(take())
+    local fields = {unpack(ARGV, i, i + n - 1)}
+    i = i + n
+    if maxlen then
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    else
+      redis.call('XADD', key, '*', unpack(fields))
+    end
+  end
+end
+entries(KEYS[1], ARGV[2])
+entries(KEYS[2], nil)
+local n = tonumber(take())
+for _ = 1, n do redis.call('ZREM', KEYS[3], take()) end
+n = tonumber(take())
+for _ = 1, n do local score = take(); redis.call('ZADD', KEYS[3], score, take()) end
+n = tonumber(take())
+local acked = 0
+while n > 0 do
+  local chunk = math.min(n, 5000)
+  acked = acked + redis.call('XACK', KEYS[4], ARGV[1], unpack(ARGV, i, i + chunk - 1))
+  i = i + chunk
+  n = n - chunk
+end
+return acked
+"""
+
+
+def _flatten(args: list[Any], records: Sequence[dict[str, Any]]) -> None:
+    args.append(len(records))
+    for fields in records:
+        args.append(2 * len(fields))
+        for key, value in fields.items():
+            args.append(key)
+            args.append(value)
+
+
 class StreamNames:
     """Every Redis key of one deployment, derived from ``STREAM_PREFIX``."""
 
@@ -145,6 +192,7 @@ class EventBus:
         self.maxlen = maxlen
         self.max_event_bytes = max_event_bytes
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._commit = redis.register_script(_COMMIT)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Any) -> EventBus:
@@ -245,25 +293,26 @@ class EventBus:
 
     async def commit(
         self, group: str, commit: Commit, channel: str, stream: str | None = None
-    ) -> None:
-        """Record outcomes, dead letters and schedule changes, and ack — all in one MULTI/EXEC.
+    ) -> int:
+        """Record outcomes, dead letters and schedule changes, and ack — atomically (one script).
 
         An entry is therefore never acknowledged without its outcome, nor the reverse.
-        Acks go to ``stream`` (default: the event stream).
+        Acks go to ``stream`` (default: the event stream). Returns the number acked.
         """
         names = self.names
-        pipe = self.redis.pipeline(transaction=True)
-        for outcome in commit.outcomes:
-            pipe.xadd(names.deliveries, outcome.to_fields(), maxlen=self.maxlen)  # type: ignore[arg-type]
-        for letter in commit.dead_letters:
-            pipe.xadd(names.dlq(letter.channel), letter.to_fields())  # type: ignore[arg-type]
-        if commit.unschedule:
-            pipe.zrem(names.scheduled(channel), *commit.unschedule)
-        if commit.schedule:
-            pipe.zadd(names.scheduled(channel), {s.dumps(): due for s, due in commit.schedule})
-        if commit.acks:
-            pipe.xack(stream or names.events, group, *commit.acks)
-        await pipe.execute()
+        args: list[Any] = [group, self.maxlen]
+        _flatten(args, [o.to_fields() for o in commit.outcomes])
+        _flatten(args, [d.to_fields() for d in commit.dead_letters])
+        args.append(len(commit.unschedule))
+        args.extend(commit.unschedule)
+        args.append(len(commit.schedule))
+        for item, due in commit.schedule:
+            args.append(due)
+            args.append(item.dumps())
+        args.append(len(commit.acks))
+        args.extend(commit.acks)
+        keys = [names.deliveries, names.dlq(channel), names.scheduled(channel)]
+        return await self._commit(keys=[*keys, stream or names.events], args=args)  # type: ignore[no-any-return]
 
     async def claim_due(
         self, channel: str, *, now_ms: int, lease_ms: int, limit: int

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.utils import HIREDIS_AVAILABLE
+
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as _pack
 
 from .embedded import running_url
 from .errors import ConfigError
@@ -24,6 +30,28 @@ def resolve_redis_url(settings: Settings) -> str:
     )
 
 
+class _HiredisPacking:
+    """Pack commands with hiredis (C) as redis-py's sync client does; its asyncio client packs
+    in pure Python, which costs more than the round trip for a pipeline of stream entries."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " in first:  # "XINFO STREAM" -> two words
+            args = (*first.split(), *args[1:])
+        try:
+            return [_pack(args)]
+        except TypeError:  # memoryview and friends: let redis-py encode them
+            return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+
+
+class HiredisConnection(_HiredisPacking, Connection):
+    pass
+
+
+class HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
 def create_redis(url: str, **kwargs: object) -> Redis:
     """One asyncio client per process; responses decoded to ``str``."""
     options: dict[str, object] = {
@@ -31,5 +59,8 @@ def create_redis(url: str, **kwargs: object) -> Redis:
         "health_check_interval": 30,
         "socket_keepalive": True,
     }
+    if HIREDIS_AVAILABLE:
+        unix = url.startswith("unix:")
+        options["connection_class"] = HiredisUnixConnection if unix else HiredisConnection
     options.update(kwargs)
     return Redis.from_url(url, **options)  # type: ignore[arg-type]

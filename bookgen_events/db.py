@@ -50,6 +50,7 @@ from .settings import get_settings
 __all__ = [
     "Notification",
     "SessionLocal",
+    "ensure_schema",
     "get_engine",
     "init_db",
     "notification_id",
@@ -125,7 +126,7 @@ def job_entity_id(job_id: str | None) -> int | None:
 # -- engine and sessions ---------------------------------------------------------------------
 
 _engines: dict[str, Engine] = {}
-_ready: set[str] = set()
+_ready: set[int] = set()
 _lock = threading.Lock()
 
 
@@ -154,13 +155,17 @@ def get_engine(url: str | None = None) -> Engine:
         return engine
 
 
-def init_db(url: str | None = None) -> Engine:
-    """Create the table and its indexes if missing (idempotent); returns the engine."""
-    engine = get_engine(url)
-    key = str(engine.url)
-    if key not in _ready:
+def ensure_schema(engine: Engine, *, force: bool = False) -> None:
+    """Create the table and its indexes if missing; checked once per engine unless ``force``."""
+    if force or id(engine) not in _ready:
         SQLModel.metadata.create_all(engine, tables=[TABLE])
-        _ready.add(key)
+        _ready.add(id(engine))
+
+
+def init_db(url: str | None = None) -> Engine:
+    """The engine for ``url`` (default ``DATABASE_URL``), its table created if missing."""
+    engine = get_engine(url)
+    ensure_schema(engine)
     return engine
 
 
@@ -240,9 +245,7 @@ def _outcome_statement(conn: Connection) -> Any:
                 ),
                 else_=old.delivered_at,
             ),
-            "is_rate_limited": or_(
-                func.coalesce(old.is_rate_limited, False), new.is_rate_limited
-            ),
+            "is_rate_limited": or_(func.coalesce(old.is_rate_limited, False), new.is_rate_limited),
         },
     )
 

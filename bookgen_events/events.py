@@ -14,14 +14,13 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    HttpUrl,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -148,7 +147,7 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-_http_url = TypeAdapter(HttpUrl)
+_URL_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 class Event(BaseModel):
@@ -209,15 +208,17 @@ class Event(BaseModel):
     def _check_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        url = _http_url.validate_python(value)
-        if url.scheme not in ("http", "https"):
-            raise ValueError("webhook_url must be http or https")
+        if len(value) > 2048 or _URL_JUNK.search(value):
+            raise ValueError("webhook_url must be a single-line URL of at most 2048 characters")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("webhook_url must be an absolute http(s) URL with a host")
         return value
 
     @field_validator("emails")
     @classmethod
     def _dedupe(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
+        return list(dict.fromkeys(value)) if len(value) > 1 else value
 
     @property
     def timestamp(self) -> str:

@@ -16,7 +16,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses set each field via object.__setattr__
 class Outcome:
     """One delivery attempt of one event to one recipient on one channel.
 
@@ -41,16 +41,31 @@ class Outcome:
     retry_at_ms: int | None = None
     at_ms: int = field(default_factory=now_ms)
 
-    def to_fields(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for key, value in asdict(self).items():
-            if value is None or value == "":
-                continue
-            if isinstance(value, bool):
-                value = int(value)
-            elif isinstance(value, float):
-                value = round(value, 3)
-            out[key] = str(value)
+    def to_fields(self) -> dict[str, str | int | float]:
+        # Hand-written rather than asdict(): this runs once per delivery on the hot path.
+        out: dict[str, str | int | float] = {
+            "event_id": self.event_id,
+            "entry_id": self.entry_id,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "status": self.status,
+            "attempt": self.attempt,
+            "final": int(self.final),
+            "type": self.type,
+            "job_id": self.job_id,
+            "duration_ms": round(self.duration_ms, 3),
+            "at_ms": self.at_ms,
+        }
+        if self.user_id:
+            out["user_id"] = self.user_id
+        if self.error:
+            out["error"] = self.error
+        if self.status_code is not None:
+            out["status_code"] = self.status_code
+        if self.latency_ms is not None:
+            out["latency_ms"] = round(self.latency_ms, 3)
+        if self.retry_at_ms is not None:
+            out["retry_at_ms"] = self.retry_at_ms
         return out
 
     @classmethod

@@ -1,0 +1,53 @@
+"""Shared bench plumbing: a Redis to use, a unique prefix, cleanup, and result printing."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from bookgen_events.connection import create_redis
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@asynccontextmanager
+async def scratch_redis() -> AsyncIterator[tuple[Redis, str]]:
+    """A client and a fresh key prefix whose keys are deleted afterwards."""
+    client = create_redis(redis_url())
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    try:
+        yield client, prefix
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i : i + 1000])
+        await client.aclose()
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def report(title: str, rows: list[tuple[str, float, float, float]]) -> list[dict[str, object]]:
+    """Print ``(name, ours/s, baseline/s, goal)`` rows as a markdown table; return them."""
+    print(f"\n### {title}\n")
+    print("| measure | ours (/s) | raw baseline (/s) | ratio | goal |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    out = []
+    for name, ours, raw, goal in rows:
+        ratio = ours / raw if raw else 0.0
+        print(f"| {name} | {ours:,.0f} | {raw:,.0f} | {ratio:.2f}x | >= {goal:.2f}x |")
+        out.append({"measure": name, "ours": ours, "raw": raw, "ratio": ratio, "goal": goal})
+    return out

@@ -1,0 +1,89 @@
+"""The consumer runtime with a no-op channel vs raw XREADGROUP COUNT 100 + XACK, same run.
+
+    python -m bench.consume [--events 50000] [--rounds 2]
+
+Ours includes decoding and validating each event, one outcome entry per delivery on the
+deliveries stream, and the ack, written in one MULTI/EXEC per flush. The raw baseline reads
+batches of 100 and acks them, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+
+from bench._common import Timer, report, scratch_redis
+
+from bookgen_events import Consumer, Event, EventBus
+
+
+class NoopChannel:
+    name = "bench"
+
+    def recipients(self, event: Event) -> Sequence[str]:
+        return [event.webhook_url] if event.webhook_url else []
+
+    def rate_limit_key(self, event: Event, recipient: str) -> str | None:
+        return None
+
+    async def deliver(self, event: Event, recipient: str) -> int:
+        return 200
+
+
+def sample(i: int) -> dict:
+    return {
+        "type": "progress_update",
+        "job_id": str(i % 100),
+        "data": {"progress": i % 100, "phase": "Chapter 3 of 20"},
+        "webhook_url": "https://hooks.example.com/in",
+    }
+
+
+async def fill(bus: EventBus, n: int) -> None:
+    events = [sample(i) for i in range(n)]
+    for i in range(0, n, 1000):
+        await bus.emit_many(events[i : i + 1000])
+
+
+async def raw(bus: EventBus, n: int) -> float:
+    redis, stream = bus.redis, bus.names.events
+    await redis.xgroup_create(stream, "raw", id="0")
+    done = 0
+    with Timer() as t:
+        while done < n:
+            reply = await redis.xreadgroup("raw", "c", {stream: ">"}, count=100)
+            ids = [entry_id for entry_id, _ in reply[0][1]]
+            await redis.xack(stream, "raw", *ids)
+            done += len(ids)
+    return n / t.seconds
+
+
+async def ours(bus: EventBus, n: int) -> float:
+    consumer = Consumer(bus, NoopChannel(), batch=100, concurrency=200, rate_limits=(0, 0))
+    with Timer() as t:
+        await consumer.run(burst=True)
+    assert await bus.redis.xlen(bus.names.deliveries) == n
+    return n / t.seconds
+
+
+async def main(n: int, rounds: int) -> list[dict[str, object]]:
+    best_ours = best_raw = 0.0
+    for _ in range(rounds):
+        async with scratch_redis() as (redis, prefix):
+            bus = EventBus(redis, prefix=prefix, maxlen=10_000_000)
+            await fill(bus, n)
+            best_raw = max(best_raw, await raw(bus, n))
+            best_ours = max(best_ours, await ours(bus, n))
+    return report(
+        f"consumer runtime ({n:,} events, no-op channel, best of {rounds})",
+        [("runtime (decode, outcome, ack) vs XREADGROUP+XACK", best_ours, best_raw, 0.5)],
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.rounds))
