@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from .events import WIRE_FIELD, Event, encode, make_event
-from .outcomes import DeadLetter, Outcome
+from .outcomes import DeadLetter, Outcome, now_ms
 
 Entry = tuple[str, dict[str, str]]
 
@@ -329,6 +329,25 @@ class EventBus:
         if not mapping:
             return 0
         return await self.redis.zadd(self.names.scheduled(channel), mapping)  # type: ignore[no-any-return]
+
+    async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
+        """Schedule dead letters for delivery now and remove them from the DLQ, atomically."""
+        if not letters:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(self.names.scheduled(channel), {item.dumps(): now_ms() for _, item in letters})
+        pipe.xdel(self.names.dlq(channel), *[dlq_id for dlq_id, _ in letters])
+        await pipe.execute()
+        return len(letters)
+
+    async def purge_dlq(self, channel: str, ids: Sequence[str] | None = None) -> int:
+        """Delete the given dead letters, or the whole DLQ of ``channel``."""
+        key = self.names.dlq(channel)
+        if ids:
+            return await self.redis.xdel(key, *ids)  # type: ignore[no-any-return]
+        size = await self.redis.xlen(key)
+        await self.redis.delete(key)
+        return size  # type: ignore[no-any-return]
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -229,6 +229,119 @@ def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import Progress
+
+    from .replay import replay
+
+    async def go() -> Any:
+        async with open_bus(settings) as bus:
+            with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+                task = progress.add_task("scanning", total=None)
+                return await replay(
+                    bus,
+                    args.channel,
+                    args.start,
+                    args.end or "+",
+                    job_id=args.job_id,
+                    type_=args.type,
+                    dry_run=args.dry_run,
+                    on_progress=lambda done, total: progress.update(
+                        task, completed=done, total=total
+                    ),
+                )
+
+    result = asyncio.run(go())
+    verb = "would redeliver" if result.dry_run else "scheduled for redelivery"
+    print(
+        f"{result.matched} of {result.scanned} events {verb} to {result.channel} "
+        f"(range {result.start} .. {result.end}; oldest retained {result.first_retained})"
+        + (
+            f"; {result.skipped_poison} undecodable entries skipped"
+            if result.skipped_poison
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    _print_json(
+        {
+            "channel": result.channel,
+            "matched": result.matched,
+            "scheduled": result.scheduled,
+            "scanned": result.scanned,
+            "dry_run": result.dry_run,
+            "event_ids": result.event_ids if result.dry_run else result.event_ids[:1000],
+        }
+    )
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from .outcomes import now_ms
+    from .replay import dead_letters, redrive
+
+    if args.purge and not args.yes:
+        target = f"{len(args.id)} dead letters" if args.id else "ALL dead letters"
+        if not sys.stdin.isatty():
+            raise ValueError("--purge deletes for good: confirm with --yes")
+        if input(f"Delete {target} of {args.channel}? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted", file=sys.stderr)
+            return 1
+
+    async def go() -> int:
+        async with open_bus(settings) as bus:
+            if args.redrive:
+                count, poison = await redrive(bus, args.channel, args.id)
+                print(f"redrove {count} dead letters to {args.channel}", file=sys.stderr)
+                if poison:
+                    print(f"left {len(poison)} poison entries (not events): {poison[:10]}",
+                          file=sys.stderr)  # fmt: skip
+                _print_json({"redriven": count, "poison_skipped": poison})
+                return 0
+            if args.purge:
+                _print_json({"purged": await bus.purge_dlq(args.channel, args.id)})
+                return 0
+            letters = await dead_letters(bus, args.channel)
+            now = now_ms()
+            rows = [
+                {
+                    "dlq_id": dlq_id,
+                    "event_id": d.event_id,
+                    "recipient": d.recipient,
+                    "reason": d.reason,
+                    "attempts": d.attempts,
+                    "poison": d.poison,
+                    "age_s": round((now - d.at_ms) / 1000, 1),
+                }
+                for dlq_id, d in letters
+            ]
+            if args.json:
+                _print_json(rows)
+            else:
+                _print_dlq(args.channel, rows)
+            return 0
+
+    return asyncio.run(go())
+
+
+def _print_dlq(channel: str, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("dlq id", "event id", "recipient", "attempts", "age", "reason",
+                  title=f"{len(rows)} dead letters in {channel}")  # fmt: skip
+    for row in rows:
+        table.add_row(
+            row["dlq_id"],
+            row["event_id"] or "(poison)",
+            row["recipient"],
+            str(row["attempts"]),
+            f"{row['age_s']:.0f}s",
+            row["reason"][:120],
+        )
+    Console().print(table)
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -272,6 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="first show the last N entries")
     p.add_argument("--no-follow", dest="follow", action="store_false")
     p.add_argument("--deliveries", action="store_true", help="tail delivery outcomes instead")
+
+    p = add("replay", cmd_replay, "Redeliver events from stream offsets to one channel only.")
+    p.add_argument("channel", choices=["webhook", "email"])
+    p.add_argument("--from", dest="start", required=True, help="stream id or ISO time (inclusive)")
+    p.add_argument("--to", dest="end", help="stream id or ISO time (inclusive; default: newest)")
+    p.add_argument("--job-id", help="only this job's events")
+    p.add_argument("--type", choices=[t.value for t in EventType], help="only this type")
+    p.add_argument("--dry-run", action="store_true", help="list what would be redelivered")
+
+    p = add("dlq", cmd_dlq, "List, redrive or purge a channel's dead letters.")
+    p.add_argument("channel", help="webhook, email or logger")
+    p.add_argument("--redrive", action="store_true", help="send them back through the channel")
+    p.add_argument("--purge", action="store_true", help="delete them (asks for confirmation)")
+    p.add_argument("--id", action="append", help="only this dlq id or event id (repeatable)")
+    p.add_argument("--yes", action="store_true", help="do not ask before purging")
+    p.add_argument("--json", action="store_true", help="machine-readable listing")
 
     p = add("token", cmd_token, "Mint a WebSocket JWT for a user and/or jobs.")
     p.add_argument("--user-id")

@@ -210,19 +210,32 @@ def _event_statement(conn: Connection) -> Any:
     )
 
 
-def _outcome_statement(conn: Connection) -> Any:
-    """From an outcome: order-safe merge; only delivery-state columns change on conflict.
+def _rank(status: Any) -> Any:
+    return case(
+        (status == "delivered", 3), (status == "failed", 2), (status == "rate_limited", 1), else_=0
+    )
 
-    ``delivered`` is sticky; otherwise the outcome with the most attempts wins (ties: the
-    later write); attempts only grow; ``delivered_at`` keeps the first delivery;
-    ``is_rate_limited`` records that a limit ever held the notification back.
+
+def _outcome_statement(conn: Connection) -> Any:
+    """From an outcome: an order-safe merge of the delivery-state columns only.
+
+    The state kept is the greatest outcome by (delivered, attempts, status rank
+    failed > rate_limited > pending), so any order of the same outcomes, batched or not,
+    gives the same row: ``delivered`` is never downgraded, attempts only grow,
+    ``delivered_at`` keeps the first delivery, ``is_rate_limited`` records that a limit ever
+    held the notification back, and ``error_message`` is that of the kept outcome (none once
+    delivered).
     """
     stmt = _insert(conn)
     new, old = stmt.excluded, TABLE.c
     old_attempts = func.coalesce(old.delivery_attempts, 0)
     applies = and_(
         or_(old.status.is_(None), old.status != "delivered"),
-        or_(new.status == "delivered", new.delivery_attempts >= old_attempts),
+        or_(
+            new.status == "delivered",
+            new.delivery_attempts > old_attempts,
+            and_(new.delivery_attempts == old_attempts, _rank(new.status) >= _rank(old.status)),
+        ),
     )
     return stmt.on_conflict_do_update(
         index_elements=[TABLE.c.id],
@@ -231,10 +244,7 @@ def _outcome_statement(conn: Connection) -> Any:
             "delivery_attempts": case(
                 (new.delivery_attempts > old_attempts, new.delivery_attempts), else_=old_attempts
             ),
-            "error_message": case(
-                (and_(applies, new.error_message.is_not(None)), new.error_message),
-                else_=old.error_message,
-            ),
+            "error_message": case((applies, new.error_message), else_=old.error_message),
             "delivered_at": case(
                 (
                     and_(

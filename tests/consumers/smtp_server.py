@@ -1,0 +1,208 @@
+"""A real aiosmtpd server on loopback for the email tests, running in the test's own loop.
+
+Import the fixtures explicitly (``from tests.consumers.smtp_server import smtp_server, ...``):
+this folder's conftest belongs to everyone. The handler records every transaction and can be
+told to refuse a recipient or a DATA with a given reply, so failure paths meet a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import trustme
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+USER, PASSWORD = "bookgen", "s3cret-pass"
+
+
+@dataclass
+class Received:
+    """One accepted transaction as the server saw it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    peer: Any
+    tls: bool
+    login: bytes | None
+
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler: records transactions, refuses on demand."""
+
+    received: list[Received] = field(default_factory=list)
+    mail_commands: int = 0
+    peers: set[Any] = field(default_factory=set)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> refusal reply
+    data_replies: list[str] = field(default_factory=list)  # replies for the next DATAs
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        self.peers.add(session.peer)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        login = session.auth_data if session.authenticated else None
+        self.received.append(
+            Received(
+                str(envelope.mail_from),
+                list(envelope.rcpt_tos),
+                bytes(envelope.original_content or b""),
+                session.peer,
+                session.ssl is not None,
+                login,
+            )
+        )
+        return "250 2.0.0 Message accepted"
+
+
+def check_password(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and auth_data == (USER.encode(), PASSWORD.encode())
+    # handled=False: aiosmtpd itself then replies 535 to a failed login.
+    return AuthResult(success=ok, handled=False, auth_data=auth_data.login if ok else None)
+
+
+class SmtpServer:
+    """Start, stop (dropping live connections) and restart an aiosmtpd server on one port."""
+
+    def __init__(self, port: int = 0, *, ssl: ssl.SSLContext | None = None, **smtp_options: Any):
+        self.port = port
+        self.ssl = ssl  # implicit TLS from the first byte (the port 465 style)
+        self.handler = Recorder()
+        self.options = smtp_options
+        self._server: asyncio.Server | None = None
+        self._sessions: list[SMTP] = []
+
+    async def start(self) -> SmtpServer:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> SMTP:
+            protocol = SMTP(self.handler, hostname="localhost", loop=loop, **self.options)
+            self._sessions.append(protocol)
+            return protocol
+
+        self._server = await loop.create_server(factory, "127.0.0.1", self.port, ssl=self.ssl)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def drop_connections(self) -> None:
+        """Close every live session, as a server restart or idle timeout would."""
+        for session in self._sessions:
+            if session.transport is not None:
+                session.transport.close()
+        self._sessions.clear()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.drop_connections()
+            await self._server.wait_closed()
+            self._server = None
+        await asyncio.sleep(0)  # let the closed sessions' callbacks run
+
+
+async def free_port() -> int:
+    """A loopback port nobody listens on (the server is started on it later)."""
+    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    return port
+
+
+async def wait_for(condition: Callable[[], Any], within: float = 10.0, step: float = 0.02) -> Any:
+    """Poll ``condition`` (sync or async) until truthy; fail the test after ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within}s")
+        await asyncio.sleep(step)
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throw-away certificate authority for the STARTTLS tests."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[SmtpServer]:
+    """A plain SMTP server (no TLS, no AUTH) on a free loopback port."""
+    server = await SmtpServer().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def starttls_server(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpServer]:
+    """A server that refuses mail until the client has said STARTTLS."""
+    server = await SmtpServer(tls_context=server_tls, require_starttls=True).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def auth_server(server_tls: ssl.SSLContext) -> AsyncIterator[SmtpServer]:
+    """A server that requires STARTTLS and then AUTH with ``USER``/``PASSWORD``."""
+    server = await SmtpServer(
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=check_password,
+    ).start()
+    try:
+        yield server
+    finally:
+        await server.stop()
