@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
 
     p = add("consume", cmd_consume, "Run one consumer group worker.")
-    p.add_argument("worker", choices=sorted(WORKERS))
+    p.add_argument("worker", choices=sorted(set(WORKERS) - {"gateway"}))
     p.add_argument("--concurrency", type=int, help="entries processed at once")
     p.add_argument("--name", help="consumer name (stable names redo their own pending work)")
     p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port")

@@ -222,8 +222,10 @@ class Consumer:
             await self._settle()
 
     async def _read_loop(self) -> None:
+        # Refill in batches: reading as soon as one slot frees costs a round trip per entry.
+        refill = max(1, min(self.batch, self.concurrency // 4))
         while not self._stopping.is_set():
-            await self._wait_for_slot()
+            await self._wait_for_slot(refill)
             started = time.monotonic()
             if not await self._read(block_ms=self.max_block_ms) and (
                 time.monotonic() - started < self.max_block_ms / 4000
@@ -326,8 +328,8 @@ class Consumer:
         if not task.cancelled() and task.exception() is not None:
             self._log.error("delivery task crashed", exc_info=task.exception())
 
-    async def _wait_for_slot(self) -> None:
-        while len(self._inflight) >= self.concurrency:
+    async def _wait_for_slot(self, free: int = 1) -> None:
+        while self.concurrency - len(self._inflight) < free:
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
