@@ -342,6 +342,30 @@ def _print_dlq(channel: str, rows: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+
+    from .demo import run_demo
+
+    async def go() -> dict[str, Any]:
+        async with open_bus(settings) as bus:
+            return await run_demo(
+                bus,
+                settings,
+                job_id=args.job_id or str(uuid.uuid4().int % 100_000),
+                steps=args.steps,
+                interval=args.interval,
+                fail=args.fail,
+                webhook_url=args.webhook_url,
+                email=args.email,
+                user_id=args.user_id,
+                wait_s=args.wait,
+            )
+
+    _print_json(asyncio.run(go()))
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -401,6 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", action="append", help="only this dlq id or event id (repeatable)")
     p.add_argument("--yes", action="store_true", help="do not ask before purging")
     p.add_argument("--json", action="store_true", help="machine-readable listing")
+
+    p = add("demo", cmd_demo, "Run a simulated biography job through every configured channel.")
+    p.add_argument("--job-id", help="default: a random number")
+    p.add_argument("--user-id")
+    p.add_argument("--steps", type=int, default=10, help="progress updates from 0 to 100")
+    p.add_argument("--interval", type=float, default=0.3, help="seconds between updates")
+    p.add_argument("--fail", action="store_true", help="end in a critical error instead")
+    p.add_argument("--webhook-url", help="also deliver every event to this webhook")
+    p.add_argument("--email", help="also mail this address (needs EMAIL_ENABLED)")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for outcomes")
 
     p = add("token", cmd_token, "Mint a WebSocket JWT for a user and/or jobs.")
     p.add_argument("--user-id")

@@ -1,0 +1,92 @@
+"""A real ``bookgen-events consume logger`` process, SIGKILLed mid-run and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from bookgen_events import EventBus, Settings
+from bookgen_events.bus import Commit
+from bookgen_events.db import Notification, get_engine
+from bookgen_events.events import decode
+from bookgen_events.outcomes import Outcome
+from consumers.logger import GROUP, rebuild
+from tests.helpers import progress
+
+from .test_logger_support import db_url, log_settings, pg_base, rows, snapshot, until
+
+__all__ = ["db_url", "log_settings", "pg_base"]  # fixtures, imported for pytest
+
+EVENTS = 10_000
+CLI = [str(Path(sys.executable).with_name("bookgen-events")), "consume", "logger"]
+
+
+def count(url: str) -> int:
+    try:
+        with get_engine(url).connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(Notification)).scalar_one())
+    except OperationalError:  # no table yet
+        return 0
+
+
+def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(CLI, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def settled(bus: EventBus) -> bool:
+    for stream in (bus.names.events, bus.names.deliveries):
+        (group,) = await bus.groups_info(stream)
+        if group["pending"] or group["lag"]:
+            return False
+    return True
+
+
+async def test_killed_mid_batch_then_restarted_table_exact(
+    bus: EventBus, log_settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL while writing; a new process reclaims the entries and the table is exact."""
+    url = log_settings.database_url
+    env = {**cli_env, "DATABASE_URL": url, "EMAIL_ENABLED": "true"}
+    for i in range(0, EVENTS, 2000):
+        batch = [progress(str(j), f"https://hooks.example.com/{j % 7}") for j in range(i, i + 2000)]
+        await bus.emit_many(batch)
+    first_50 = [(eid, decode(f)) for eid, f in await bus.range(count=50)]
+    outcomes = [
+        Outcome(event.id, eid, "webhook", event.webhook_url or "", "delivered", 1, True)
+        for eid, event in first_50
+    ]
+    await bus.commit("test", Commit(outcomes, [], [], [], []), "test")
+
+    first = start(env, tmp_path / "logger-1.log")
+    try:
+        await until(lambda: asyncio.to_thread(lambda: count(url) > 0), within_s=30)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    written = await asyncio.to_thread(count, url)
+    assert 0 < written < 2 * EVENTS, "the kill must land before the run finished"
+
+    second = start(env, tmp_path / "logger-2.log")
+    try:
+        await until(lambda: settled(bus), within_s=30)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(15) == 0
+    assert "reclaimed idle entries" in (tmp_path / "logger-2.log").read_text()
+
+    # Exact: the same table a rebuild from the streams gives in an empty database.
+    reference = log_settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'reference.db'}"}
+    )
+    await rebuild(bus, reference)
+    assert await asyncio.to_thread(count, url) == 2 * EVENTS
+    assert len(rows(url, delivery_method="webhook", status="delivered")) == len(outcomes)
+    assert snapshot(url) == snapshot(reference.database_url)
+    assert await bus.range(stream=bus.names.dlq(GROUP)) == []
