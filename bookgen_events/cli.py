@@ -366,6 +366,20 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from .verify import verify
+
+    async def go() -> list[Any]:
+        async with open_bus(settings) as bus:
+            return await verify(bus, settings, args.webhook_url)
+
+    checks = asyncio.run(go())
+    for check in checks:
+        mark = "skip" if check.skipped else ("ok" if check.ok else "FAIL")
+        print(f"[{mark:>4}] {check.name:<9} {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -435,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-url", help="also deliver every event to this webhook")
     p.add_argument("--email", help="also mail this address (needs EMAIL_ENABLED)")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for outcomes")
+
+    p = add("verify", cmd_verify, "Check Redis, the database, SMTP and a webhook target.")
+    p.add_argument("--webhook-url", help="POST a signed test ping to this URL")
 
     p = add("token", cmd_token, "Mint a WebSocket JWT for a user and/or jobs.")
     p.add_argument("--user-id")

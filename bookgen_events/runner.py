@@ -21,6 +21,7 @@ from .connection import create_redis, resolve_redis_url
 from .consumer import Consumer
 from .embedded import EmbeddedRedis
 from .logs import get_logger
+from .metrics import keep_stream_gauges_fresh
 from .settings import Settings
 
 log = get_logger("bookgen_events.runner")
@@ -102,6 +103,7 @@ async def run_workers(
             if serve is None:
                 raise SystemExit(f"worker {name!r} is not available in this installation")
             tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
+        tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
         log.info("workers running", workers=sorted(workers))
         try:
             # The first to finish (normally all, after stop) ends the wait; a crash raises.

@@ -139,6 +139,17 @@ class SMTPMailer:
             self._checkin(client)
             return 250  # DATA accepted; RFC 5321 allows no other success reply here
 
+    async def check(self) -> None:
+        """Connect, greet, STARTTLS and authenticate as configured, then QUIT (for ``verify``).
+
+        Raises RetryLater or Reject with the server's reply, as a send would.
+        """
+        client = await self._connect()
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+
     async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
         while self._idle:
             client = self._idle.pop()  # LIFO: the warmest connection, idle ones age out
