@@ -1,0 +1,125 @@
+"""Replay from offsets and dead-letter redrive: one channel only, same event ids."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from bookgen_events import Consumer, EventBus
+from bookgen_events.errors import OffsetError
+from bookgen_events.outcomes import Outcome
+from bookgen_events.replay import parse_offset, redrive, replay
+
+from ..helpers import RecordingChannel, progress
+from .test_cli import cli
+
+
+def consumer(bus: EventBus, channel: RecordingChannel) -> Consumer:
+    return Consumer(bus, channel, retry_schedule=(0.01,), max_retries=0, rate_limits=(0, 0))
+
+
+async def outcomes(bus: EventBus) -> list[Outcome]:
+    return [Outcome.from_fields(f) for _, f in await bus.range(stream=bus.names.deliveries)]
+
+
+async def test_replay_redelivers_the_range_to_one_channel_with_the_same_ids(bus: EventBus) -> None:
+    """Events in [from, to] are delivered again to that channel only, keeping their ids."""
+    ids = await bus.emit_many([progress(str(i)) for i in range(10)])
+    webhook, email = RecordingChannel("webhook"), RecordingChannel("email")
+    await bus.emit({"type": "completion", "job_id": "m", "data": {}, "emails": ["u@example.com"]})
+    await consumer(bus, webhook).run(burst=True)
+    await consumer(bus, email).run(burst=True)
+    first_round, email_round = list(webhook.delivered), list(email.delivered)
+    result = await replay(bus, "webhook", ids[3], ids[6])
+    assert (result.matched, result.scheduled) == (4, 4)
+    assert await bus.redis.zcard(bus.names.scheduled("email")) == 0
+    await consumer(bus, webhook).run(burst=True)
+    replayed = webhook.delivered[len(first_round) :]
+    assert replayed == first_round[3:7]  # same event ids, same order of the stream
+    await consumer(bus, email).run(burst=True)  # the other channel sends nothing again
+    assert email.delivered == email_round
+
+
+async def test_replay_filters_by_job_and_type_and_dry_run_writes_nothing(bus: EventBus) -> None:
+    """--job-id and --type narrow the range; --dry-run only lists."""
+    await bus.emit_many([progress("a"), progress("b"), progress("a")])
+    await bus.emit(
+        {"type": "completion", "job_id": "a", "data": {}, "webhook_url": "https://x.example.com/"}
+    )
+    dry = await replay(bus, "webhook", "0", job_id="a", type_="progress_update", dry_run=True)
+    assert (dry.matched, dry.scheduled) == (2, 0)
+    assert await bus.redis.zcard(bus.names.scheduled("webhook")) == 0
+
+
+async def test_replay_by_iso_time(bus: EventBus) -> None:
+    """Offsets may be ISO times; both ends inclusive."""
+    ids = await bus.emit_many([progress(str(i)) for i in range(3)])
+    start = datetime.fromtimestamp(int(ids[0].split("-")[0]) / 1000, UTC).isoformat()
+    result = await replay(bus, "webhook", start, dry_run=True)
+    assert result.matched == 3
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("yesterday", None, "neither a stream id"),
+        ("99999999999999-0", None, "after the newest event"),
+        ("0", "1-0", "before the oldest retained event"),
+    ],
+)
+async def test_bad_offsets_are_refused_clearly(
+    bus: EventBus, start: str, end: str | None, message: str
+) -> None:
+    """Malformed or out-of-range offsets are refused with a message saying why."""
+    await bus.emit(progress("x"))
+    with pytest.raises(OffsetError, match=message):
+        await replay(bus, "webhook", start, end or "+")
+
+
+def test_parse_offset_forms() -> None:
+    """Stream ids pass through; ISO times become the first/last id of that millisecond."""
+    assert parse_offset("1700000000000-5") == "1700000000000-5"
+    assert parse_offset("2024-01-01T00:00:00Z") == "1704067200000-0"
+    assert parse_offset("2024-01-01T00:00:00Z", end=True).startswith("1704067200000-")
+
+
+async def test_redrive_after_the_cause_is_fixed(bus: EventBus) -> None:
+    """Dead letters go back through the channel once it works again, and leave the DLQ."""
+    channel = RecordingChannel("webhook")
+    channel.reject.update({"1", "2"})
+    await bus.emit_many([progress("1"), progress("2"), progress("3")])
+    await bus.redis.xadd(bus.names.events, {"junk": "x"})  # a poison letter too
+    await consumer(bus, channel).run(burst=True)
+    assert await bus.redis.xlen(bus.names.dlq("webhook")) == 3
+    channel.reject.clear()  # the receiver is fixed
+    count, poison = await redrive(bus, "webhook")
+    assert count == 2 and len(poison) == 1
+    await consumer(bus, channel).run(burst=True)
+    assert sorted(e for e, _ in channel.delivered) == sorted(
+        o.event_id for o in await outcomes(bus) if o.status == "delivered"
+    )
+    assert len(channel.delivered) == 3
+    assert await bus.redis.xlen(bus.names.dlq("webhook")) == 1  # only the poison entry is left
+
+
+async def test_cli_replay_dlq_and_refusals(cli_env: dict[str, str], bus: EventBus) -> None:
+    """The replay and dlq commands work as a user types them, and refuse bad input clearly."""
+    ids = await bus.emit_many([progress("1"), progress("2")])
+    result = cli(cli_env, "replay", "webhook", "--from", ids[0], "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["matched"] == 2
+    bad = cli(cli_env, "replay", "webhook", "--from", "last tuesday")
+    assert bad.returncode == 2 and "neither a stream id" in bad.stderr
+    await bus.redis.xadd(
+        bus.names.dlq("webhook"),
+        {"channel": "webhook", "entry_id": ids[0], "reason": "HTTP 500", "attempts": "4", "event_id": "e1",
+         "recipient": "https://x.example.com/", "event": "{}", "poison": "0", "at_ms": "1"},
+    )  # fmt: skip
+    listing = cli(cli_env, "dlq", "webhook", "--json")
+    assert listing.returncode == 0 and json.loads(listing.stdout)[0]["reason"] == "HTTP 500"
+    refused = cli(cli_env, "dlq", "webhook", "--purge")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    purged = cli(cli_env, "dlq", "webhook", "--purge", "--yes")
+    assert json.loads(purged.stdout) == {"purged": 1}
