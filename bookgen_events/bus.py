@@ -286,6 +286,19 @@ class EventBus:
         next_start, entries = reply[0], reply[1]
         return next_start, [(i, f) for i, f in entries if f is not None]
 
+    async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID), so a
+        slow delivery is not reclaimed by another consumer as if its owner had died."""
+        if ids:
+            await self.redis.xclaim(self.names.events, group, consumer, 0, list(ids), justid=True)
+
+    async def extend_lease(self, channel: str, members: Sequence[str], until_ms: int) -> None:
+        """Push the lease of scheduled deliveries still in progress to ``until_ms``."""
+        if members:
+            await self.redis.zadd(
+                self.names.scheduled(channel), dict.fromkeys(members, until_ms), xx=True
+            )
+
     async def ack(self, group: str, ids: Sequence[str], stream: str | None = None) -> int:
         if not ids:
             return 0

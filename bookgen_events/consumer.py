@@ -94,14 +94,18 @@ class Consumer:
         self.per_minute, self.per_hour = rate_limits
         self.max_block_ms = max_block_ms
         self.grace_s = grace_s
+        # A leased retry is re-offered after this long unless the heartbeat extends it.
+        self._lease_ms = max(claim_idle_ms, 1000)
 
-        self._inflight: dict[asyncio.Task[None], str | None] = {}
-        self._inflight_ids: set[str] = set()
+        self._inflight: dict[asyncio.Task[None], tuple[str | None, str | None]] = {}
+        self._inflight_ids: set[str] = set()  # stream entries being delivered
+        self._inflight_members: set[str] = set()  # scheduled deliveries being delivered
         self._slot_freed = asyncio.Event()
         self._buffer = Commit.empty()
         self._flush_wanted = asyncio.Event()
         self._flushed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
         self._stopping = asyncio.Event()
         self._started = False
         self._claim_cursor = "0-0"
@@ -173,6 +177,7 @@ class Consumer:
             return
         self._started = True
         await self.bus.ensure_group(self.group)
+        self._closing = False
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush-{self.group}")
         self._log.info("consumer started")
 
@@ -187,11 +192,12 @@ class Consumer:
             if pending:
                 await asyncio.wait(pending)
                 self._log.warning("handed back unfinished work", entries=len(pending))
-        await self._flush()
+        self._closing = True
+        self._flush_wanted.set()
         if self._flusher is not None:
-            self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
+        await self._flush()
         try:
             mine = [c for c in await self.bus.consumers_info(self.group) if c["name"] == self.name]
             if mine and int(mine[0]["pending"]) == 0:
@@ -247,17 +253,35 @@ class Consumer:
     async def _timer_loop(self) -> None:
         """Due retries and reclaims, on their own clock so a blocking read never delays them."""
         claim_every = min(max(self.claim_idle_ms / 2000, 0.2), 30.0)
-        next_claim = 0.0
+        beat_every = max(self.claim_idle_ms / 3000, 0.1)
+        next_claim = next_beat = 0.0
         while not self._stopping.is_set():
+            if time.monotonic() >= next_beat:
+                await self._heartbeat()
+                next_beat = time.monotonic() + beat_every
             if time.monotonic() >= next_claim:
                 await self._reclaim()
                 next_claim = time.monotonic() + claim_every
             self._wake.clear()
             await self._take_due()
-            sleep_s = min((self._next_due_ms - now_ms()) / 1000, next_claim - time.monotonic(), 1.0)
+            sleep_s = min(
+                (self._next_due_ms - now_ms()) / 1000,
+                next_claim - time.monotonic(),
+                next_beat - time.monotonic(),
+                1.0,
+            )
             if sleep_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=sleep_s)
+
+    async def _heartbeat(self) -> None:
+        """Keep work in flight owned: a delivery slower than CLAIM_IDLE_MS is not taken over."""
+        await self._redis_call(self.bus.touch(self.group, self.name, list(self._inflight_ids)))
+        await self._redis_call(
+            self.bus.extend_lease(
+                self.group, list(self._inflight_members), now_ms() + self._lease_ms
+            )
+        )
 
     async def _reclaim(self) -> int:
         result = await self._redis_call(
@@ -286,7 +310,7 @@ class Consumer:
             self.bus.claim_due(
                 self.group,
                 now_ms=now_ms(),
-                lease_ms=max(self.claim_idle_ms, 1000),
+                lease_ms=self._lease_ms,
                 limit=min(free, self.batch),
             )
         )
@@ -299,7 +323,8 @@ class Consumer:
         if len(members) == min(free, self.batch):
             self._next_due_ms = now_ms()  # maybe more due: look again next cycle
         for member in members:
-            self._spawn(self._run_scheduled(member), None)
+            self._inflight_members.add(member)
+            self._spawn(self._run_scheduled(member), None, member)
         return len(members)
 
     async def _anything_due(self) -> bool:
@@ -315,15 +340,17 @@ class Consumer:
         self._inflight_ids.add(entry_id)
         self._spawn(self._run_entry(entry_id, fields), entry_id)
 
-    def _spawn(self, coro: Any, entry_id: str | None) -> None:
+    def _spawn(self, coro: Any, entry_id: str | None, member: str | None = None) -> None:
         task = asyncio.create_task(coro)
-        self._inflight[task] = entry_id
+        self._inflight[task] = (entry_id, member)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        entry_id = self._inflight.pop(task, None)
+        entry_id, member = self._inflight.pop(task, (None, None))
         if entry_id is not None:
             self._inflight_ids.discard(entry_id)
+        if member is not None:
+            self._inflight_members.discard(member)
         self._slot_freed.set()
         if not task.cancelled() and task.exception() is not None:
             self._log.error("delivery task crashed", exc_info=task.exception())
@@ -510,7 +537,9 @@ class Consumer:
     # -- writing results ---------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
-        while True:
+        # Ends by flag, never by cancel: a cancel landing inside redis-py's read timeout can
+        # surface as TimeoutError on Python 3.11, which would look like "Redis down" here.
+        while not self._closing:
             await self._flush_wanted.wait()
             self._flush_wanted.clear()
             await self._flush()

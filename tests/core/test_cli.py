@@ -16,7 +16,9 @@ from ..helpers import progress
 COMMANDS = ["up", "gateway", "consume", "emit", "tail", "status", "token", "rebuild-log"]
 
 
-def cli(env: dict[str, str], *args: str, input_: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, input_: str | None = None
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("bookgen-events") or sys.executable
     argv = [exe, *args] if exe != sys.executable else [exe, "-m", "bookgen_events.cli", *args]
     return subprocess.run(argv, env=env, input=input_, capture_output=True, text=True, timeout=60)

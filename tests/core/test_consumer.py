@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bookgen_events import Consumer, EventBus
+from bookgen_events import Consumer, EventBus, RetryLater
 from bookgen_events.consumer import retry_delay
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
@@ -317,3 +317,45 @@ async def _delivered_at_least(bus: EventBus, key: str, n: int) -> bool:
 
 async def _all_delivered(bus: EventBus, key: str, n: int) -> bool:
     return len(set(await bus.redis.lrange(key, 0, -1))) >= n
+
+
+async def test_slow_delivery_is_not_taken_over_by_another_consumer(bus: EventBus) -> None:
+    """A delivery slower than CLAIM_IDLE_MS stays owned (heartbeat): delivered once, not twice."""
+    channels = [RecordingChannel(), RecordingChannel()]
+    for channel in channels:
+        channel.delay = {"slow": 1.5}
+    consumers = [
+        make_consumer(bus, channel, name=f"c{i}", claim_idle_ms=300)
+        for i, channel in enumerate(channels)
+    ]
+    tasks = [asyncio.create_task(c.run()) for c in consumers]
+    await bus.emit(progress("slow"))
+    await eventually(lambda: sum(len(c.delivered) for c in channels) >= 1, within=10)
+    await asyncio.sleep(1.0)  # time enough for a wrongful reclaim to deliver it again
+    for c in consumers:
+        c.stop()
+    await asyncio.gather(*tasks)
+    assert sum(len(c.delivered) for c in channels) == 1
+    assert sum(sum(c.attempts.values()) for c in channels) == 1
+
+
+async def test_stop_with_retries_in_flight_does_not_hang(bus: EventBus) -> None:
+    """Stopping while timed-out deliveries are being retried finishes within the grace period."""
+
+    class TimingOut(RecordingChannel):
+        async def deliver(self, event, recipient):  # type: ignore[no-untyped-def]
+            try:
+                async with asyncio.timeout(0.5):
+                    await asyncio.sleep(10 if event.job_id.startswith("s") else 0)
+            except TimeoutError:
+                raise RetryLater("timed out") from None
+            return 200
+
+    await bus.emit_many(
+        [progress(f"s{i}") for i in range(3)] + [progress(f"h{i}") for i in range(30)]
+    )
+    consumer = make_consumer(bus, TimingOut(), concurrency=8, retry_schedule=(0.1,), grace_s=2.0)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.sleep(1.3)
+    consumer.stop()
+    await asyncio.wait_for(task, timeout=10)

@@ -18,7 +18,9 @@ async def test_minute_window_counts_exactly(redis: Redis, prefix: str) -> None:
     ]
     assert hits == [True, True, True, False, False]
     assert await limiter.hit("email", "b@x.com", "e9", per_minute=3, per_hour=100, at_ms=1_000_000)
-    assert await limiter.hit("webhook", "a@x.com", "e9", per_minute=3, per_hour=100, at_ms=1_000_000)
+    assert await limiter.hit(
+        "webhook", "a@x.com", "e9", per_minute=3, per_hour=100, at_ms=1_000_000
+    )
 
 
 async def test_window_slides(redis: Redis, prefix: str) -> None:
@@ -47,7 +49,9 @@ async def test_same_notification_counts_once(redis: Redis, prefix: str) -> None:
     assert not await limiter.hit("email", "k", "other", per_minute=1, per_hour=0)
 
 
-async def test_concurrent_replicas_share_the_limit(redis_url: str, prefix: str, redis: Redis) -> None:
+async def test_concurrent_replicas_share_the_limit(
+    redis_url: str, prefix: str, redis: Redis
+) -> None:
     """Two clients (as two replicas) racing for 10 slots get exactly 10 between them."""
     other = Redis.from_url(redis_url, decode_responses=True)
     try:
@@ -66,5 +70,7 @@ async def test_concurrent_replicas_share_the_limit(redis_url: str, prefix: str, 
 async def test_zero_disables_limits(redis: Redis, prefix: str) -> None:
     """Limits of 0 turn limiting off and touch nothing in Redis."""
     limiter = RateLimiter(redis, prefix=prefix)
-    assert all([await limiter.hit("email", "k", f"{i}", per_minute=0, per_hour=0) for i in range(50)])
+    assert all(
+        [await limiter.hit("email", "k", f"{i}", per_minute=0, per_hour=0) for i in range(50)]
+    )
     assert await redis.exists(f"{prefix}:rl:email:m:k") == 0

@@ -1,0 +1,213 @@
+"""Webhook throughput: the dispatcher end to end vs a raw aiohttp POST loop, in one run.
+
+The receiver is an aiohttp web server in a separate process on loopback. Four figures, all at
+the same concurrency against the same receiver:
+
+- raw aiohttp POSTs (the goal's yardstick);
+- httpx POSTs on httpx's default transport and on the httpx-aiohttp transport (the choice the
+  dispatcher made);
+- the dispatcher: the real :class:`Consumer` with the webhook channel, so reading, decoding,
+  signing, the per-URL rate limit (set high, still checked), outcomes and acks are included.
+
+    REDIS_URL=redis://127.0.0.1:6379/0 python -m bench.webhook [--events 4000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
+
+from bookgen_events.bus import EventBus
+from bookgen_events.connection import create_redis
+from bookgen_events.consumer import Consumer
+from bookgen_events.events import Event
+from bookgen_events.settings import load_settings
+from consumers.signing import new_secret
+from consumers.webhook import encode_payload, open_channel
+
+BODY = encode_payload(
+    Event(type="completion", job_id="123", data={"biography_id": 456, "status": "completed"})
+)
+HEADERS = {"content-type": "application/json"}
+
+
+def _serve_receiver(port: int) -> None:
+    """The receiver process: answers every POST with 200 after reading the body."""
+    from aiohttp import web
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook/{name}", hook)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("the receiver did not start")
+
+
+async def _loop(n: int, concurrency: int, post: Callable[[], Awaitable[int]]) -> float:
+    """POST ``n`` times with ``concurrency`` workers; returns requests per second."""
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            status = await post()
+            assert status == 200, status
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return n / (time.perf_counter() - started)
+
+
+async def raw_aiohttp(url: str, n: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post() -> int:
+            async with session.post(url, data=BODY, headers=HEADERS) as response:
+                await response.read()
+                return response.status
+
+        await _loop(concurrency, concurrency, post)  # warm the pool
+        return await _loop(n, concurrency, post)
+
+
+async def httpx_loop(url: str, n: int, concurrency: int, *, aiohttp_transport: bool) -> float:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    transport: httpx.AsyncBaseTransport = (
+        AiohttpTransport(limits=limits)
+        if aiohttp_transport
+        else httpx.AsyncHTTPTransport(limits=limits)
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        async def post() -> int:
+            response = await client.post(url, content=BODY, headers=HEADERS)
+            return response.status_code
+
+        await _loop(concurrency, concurrency, post)
+        return await _loop(n, concurrency, post)
+
+
+async def dispatcher(redis_url: str, url: str, n: int, concurrency: int) -> float:
+    """Deliveries per second through the real consumer loop and webhook channel."""
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    settings = load_settings(
+        redis_url=redis_url,
+        stream_prefix=prefix,
+        webhook_allow_private=True,
+        webhook_secret=new_secret(),
+        webhook_rate_limit_per_minute=10**9,
+        webhook_rate_limit_per_hour=10**9,
+        consumer_concurrency=concurrency,
+        _env_file=None,
+    )
+    assert isinstance(settings.webhook_secret, SecretStr)
+    redis = create_redis(redis_url)
+    bus = EventBus.from_settings(redis, settings)
+    try:
+        events = [
+            Event(type="completion", job_id=str(i), data={"biography_id": i}, webhook_url=url)
+            for i in range(n)
+        ]
+        for start in range(0, n, 1000):
+            await bus.emit_many(events[start : start + 1000])
+        async with open_channel(settings, max_connections=concurrency) as channel:
+            consumer = Consumer.from_settings(bus, channel, settings)
+            started = time.perf_counter()
+            task = asyncio.create_task(consumer.run())
+            while await redis.xlen(bus.names.deliveries) < n:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            consumer.stop()
+            await task
+        delivered = sum(
+            1
+            for _, fields in await redis.xrange(bus.names.deliveries)
+            if fields["status"] == "delivered"
+        )
+        assert delivered == n, f"only {delivered} of {n} delivered"
+        return n / elapsed
+    finally:
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+def _start_receiver(port: int) -> subprocess.Popen[bytes]:
+    receiver = subprocess.Popen(
+        [sys.executable, __file__, "--serve-receiver", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(port)
+    return receiver
+
+
+async def main(args: argparse.Namespace) -> None:
+    port = _free_port()
+    receiver = _start_receiver(port)
+    try:
+        url = f"http://127.0.0.1:{port}/hook/bench"
+        n, c = args.events, args.concurrency
+        print(f"{n} POSTs, concurrency {c}, receiver: aiohttp web server (separate process)")
+        raw = await raw_aiohttp(url, n, c)
+        print(f"raw aiohttp POST loop            {raw:8.0f} req/s")
+        plain = await httpx_loop(url, n // 2, c, aiohttp_transport=False)
+        print(f"httpx, default transport         {plain:8.0f} req/s")
+        hx_aio = await httpx_loop(url, n, c, aiohttp_transport=True)
+        print(f"httpx, httpx-aiohttp transport   {hx_aio:8.0f} req/s")
+        dispatched = await dispatcher(args.redis_url, url, n, c)
+        print(f"dispatcher (consumer + channel)  {dispatched:8.0f} deliveries/s")
+        print(f"ratio dispatcher / raw aiohttp   {dispatched / raw:8.2f}x  (goal >= 0.70x)")
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument("--serve-receiver", type=int, help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    if cli.serve_receiver:
+        _serve_receiver(cli.serve_receiver)
+    else:
+        asyncio.run(main(cli))
