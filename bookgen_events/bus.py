@@ -362,6 +362,9 @@ class EventBus:
         await self.redis.delete(key)
         return size  # type: ignore[no-any-return]
 
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
     # -- reading -----------------------------------------------------------------------------
 
     async def read(

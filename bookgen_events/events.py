@@ -22,10 +22,9 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
 
@@ -172,36 +171,19 @@ class Event(BaseModel):
     webhook_url: str | None = None
     emails: list[EmailAddress] = Field(default_factory=list)
 
-    @model_validator(mode="before")
+    @field_validator("data", mode="wrap")
     @classmethod
-    def _data_for_type(cls, values: Any) -> Any:
-        # Pick the payload model from the envelope's type, so errors name the right fields.
-        if isinstance(values, dict):
-            data = values.get("data", {})
-            try:
-                model = DATA_MODELS[EventType(values.get("type"))]
-            except ValueError:
-                return values  # the type field itself reports the error
-            if isinstance(data, dict):
-                try:
-                    values = {**values, "data": model.model_validate(data)}
-                except ValidationError as exc:
-                    # Re-raise with the errors located under "data", where the caller put them.
-                    raise ValidationError.from_exception_data(
-                        cls.__name__,
-                        [
-                            {**err, "loc": ("data", *err["loc"])}  # type: ignore[typeddict-item]
-                            for err in exc.errors(include_url=False)
-                        ],
-                    ) from None
-            elif not isinstance(data, model):
-                error = PydanticCustomError(
-                    "data_type", "data must be an object for type {type}", {"type": model.__name__}
-                )
-                raise ValidationError.from_exception_data(
-                    cls.__name__, [{"type": error, "loc": ("data",), "input": data}]
-                )
-        return values
+    def _data_for_type(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        # Validate the payload with the model its envelope's (already validated) type names.
+        # A field validator, not a model one: the latter would make pydantic materialise the
+        # whole JSON as Python objects first, doubling the consumer's decode cost.
+        type_ = info.data.get("type")
+        if type_ is None:
+            return value  # the type field reports its own error
+        model = DATA_MODELS[type_]
+        if isinstance(value, model):
+            return value
+        return model.model_validate(value)
 
     @field_validator("webhook_url")
     @classmethod

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     websocket_auth: Literal["jwt", "none"] = "jwt"
     websocket_jwt_secret: SecretStr | None = None
     websocket_queue_size: int = Field(1000, ge=1)
+    websocket_ping_interval: float = Field(25.0, gt=0)  # Centrifugo's
+    websocket_ping_timeout: float = Field(8.0, gt=0)
     producer_api_key: SecretStr | None = None
 
     # Rate limits (per channel and recipient); channel overrides fall back to these

@@ -1,0 +1,175 @@
+"""One broadcast reader per process -> subscribers found through job_id and user_id indexes.
+
+Every gateway replica reads the whole stream with plain XREAD (never a consumer group,
+which would split events between replicas). Each event is decoded, serialised and framed
+once; the same :class:`Message` goes to every matching :class:`Subscriber`. Delivery is
+synchronous and never awaits, so one slow client cannot delay the others: it queues up to
+its bound and is then closed with 1013.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bookgen_events.bus import EventBus
+from bookgen_events.errors import DecodeError
+from bookgen_events.events import decode
+from bookgen_events.logs import get_logger
+
+from .metrics import WS_DELIVERED, WS_EVENTS
+from .subscriber import Message, Subscriber
+
+log = get_logger("gateway.fanout")
+
+
+class Fanout:
+    """Reads the stream from the current end and routes each event through the indexes."""
+
+    def __init__(self, bus: EventBus, *, batch: int = 500, block_ms: int = 1000) -> None:
+        self.bus = bus
+        self.batch = batch
+        self.block_ms = block_ms
+        self.by_job: dict[str, set[Subscriber]] = {}
+        self.by_user: dict[str, set[Subscriber]] = {}
+        self.position = "0-0"  # the last entry dispatched; every later one reaches subscribers
+        self.all: set[Subscriber] = set()
+        self.idle = asyncio.Event()  # set while nobody is subscribed (graceful shutdown waits)
+        self.idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start reading from the stream's current end (after Redis answers, if it is down)."""
+        try:
+            await self._seek_end()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis unavailable at start; the reader keeps retrying", error=str(exc))
+            self.position = ""
+        self._task = asyncio.create_task(self._run(), name="gateway-fanout")
+
+    async def _seek_end(self) -> None:
+        info = await self.bus.stream_info()
+        self.position = info["last-generated-id"] if info else "0-0"
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def subscribe(self, sub: Subscriber) -> str:
+        """Index ``sub``; returns the position after which it receives every event live."""
+        for job in sub.jobs:
+            self.by_job.setdefault(job, set()).add(sub)
+        for user in sub.users:
+            self.by_user.setdefault(user, set()).add(sub)
+        self.all.add(sub)
+        self.idle.clear()
+        return self.position or "0-0"
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        for key, index in ((sub.jobs, self.by_job), (sub.users, self.by_user)):
+            for value in key:
+                subs = index.get(value)
+                if subs is not None:
+                    subs.discard(sub)
+                    if not subs:
+                        del index[value]
+        self.all.discard(sub)
+        if not self.all:
+            self.idle.set()
+
+    def stats(self) -> dict[str, int]:
+        """The seed's ``/ws/status`` connection counts."""
+        return {
+            "total_users": len(self.by_user),
+            "total_user_connections": sum(len(s) for s in self.by_user.values()),
+            "total_jobs": len(self.by_job),
+            "total_job_connections": sum(len(s) for s in self.by_job.values()),
+        }
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if not self.position:
+                    await self._seek_end()
+                entries = await self.bus.read(
+                    self.position, count=self.batch, block_ms=self.block_ms
+                )
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("stream read failed; retrying", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # e.g. WRONGTYPE: keep the reader alive and the cause visible
+                log.exception("stream read failed unexpectedly; retrying", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            self.dispatch(entries)
+
+    def dispatch(self, entries: list[tuple[str, dict[str, str]]]) -> int:
+        """Route a batch of entries; returns the number of deliveries. Never awaits.
+
+        Each subscriber gets all of its messages from the batch as one write, and
+        subscribers receiving the same messages share the same joined bytes.
+        """
+        if not entries:
+            return 0
+        self.position = entries[-1][0]
+        WS_EVENTS.inc(len(entries))
+        if not self.all:
+            return 0
+        routed = [r for r in (self._route(i, f) for i, f in entries) if r is not None]
+        count = 0
+        if len(routed) == 1:  # the common case at moderate rates: no regrouping
+            message, targets = routed[0]
+            batch = [message]
+            for sub in targets:
+                sub.deliver(batch, message.frame)
+            count = len(targets)
+        elif routed:
+            outbox: dict[Subscriber, list[Message]] = {}
+            for message, targets in routed:
+                for sub in targets:
+                    box = outbox.get(sub)
+                    if box is None:
+                        outbox[sub] = [message]
+                    else:
+                        box.append(message)
+            joined: dict[tuple[Message, ...], bytes] = {}
+            for sub, box in outbox.items():
+                key = tuple(box)
+                data = joined.get(key)
+                if data is None:
+                    data = joined[key] = b"".join(m.frame for m in box)
+                sub.deliver(box, data)
+                count += len(box)
+        WS_DELIVERED.inc(count)
+        return count
+
+    def _route(
+        self, entry_id: str, fields: dict[str, str]
+    ) -> tuple[Message, list[Subscriber]] | None:
+        """The entry's message and its subscribers (each once), through the indexes."""
+        try:
+            event = decode(fields)
+        except DecodeError as exc:
+            log.warning("undecodable entry skipped", stream_id=entry_id, error=str(exc))
+            return None
+        jobs = self.by_job.get(event.job_id) if event.job_id else None
+        users = self.by_user.get(event.user_id) if event.user_id else None
+        if not jobs and not users:
+            return None
+        # A list, not the live set: a delivery can close (and unsubscribe) a subscriber.
+        targets = list(jobs) if jobs else []
+        if users:  # watching both the job and the user: once
+            targets += [sub for sub in users if not jobs or sub not in jobs]
+        return Message.from_event(entry_id, event), targets

@@ -1,0 +1,207 @@
+"""``/ws/notifications``: validate, authenticate, subscribe, resume, then stay live.
+
+Requests are checked before the handshake (no await: validation and JWT only); refusals
+accept and then close with 1008 and a reason, since closing before accepting makes the
+server answer HTTP 403, which a browser cannot tell from any other failure.
+
+Resume (Centrifugo's offset recovery): the connection is indexed *first*, so every entry
+after the fan-out's position reaches its queue, held while ``buffering``; then the entries
+in ``(last_event_id, position]`` are backfilled with XRANGE; then the queue is released.
+Both sides are split at the same position, read in the same loop tick as the indexing, so
+there is no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import QueryParams
+from starlette.websockets import WebSocket, WebSocketState
+
+from bookgen_events.bus import EventBus
+from bookgen_events.errors import DecodeError
+from bookgen_events.events import decode
+from bookgen_events.logs import get_logger
+from bookgen_events.settings import Settings
+
+from .auth import Refused, authorize, verify_token
+from .fanout import Fanout
+from .metrics import WS_CLOSED, WS_CONNECTIONS
+from .protocol import EXTENSION
+from .subscriber import Message, Subscriber, matches, parse_stream_id
+
+log = get_logger("gateway.websocket")
+
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BACKFILL_PAGE = 500
+RESYNC = Message.of("", {"type": "resync_required"})
+_background: set[asyncio.Task[None]] = set()  # plain-ASGI closes in flight
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    job_id: str | None
+    user_id: str | None
+    last_event_id: str | None
+    token: str | None
+
+
+def _one(params: QueryParams, name: str) -> str | None:
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise Refused(f"{name} given more than once")
+    return values[0] if values and values[0] != "" else None
+
+
+def _routing_key(params: QueryParams, name: str) -> str | None:
+    value = _one(params, name)
+    if value is not None and (len(value) > 200 or _CONTROL.search(value)):
+        raise Refused(f"{name} must be 1-200 printable characters")
+    return value
+
+
+def parse_request(websocket: WebSocket) -> WatchRequest:
+    """The query parameters, validated; raises :class:`Refused` with a reason to show."""
+    params = websocket.query_params
+    job_id = _routing_key(params, "job_id")
+    user_id = _routing_key(params, "user_id")
+    if job_id is None and user_id is None:
+        raise Refused("give job_id and/or user_id")
+    last = _one(params, "last_event_id")
+    if last is not None and not _STREAM_ID.fullmatch(last):
+        raise Refused("last_event_id must be a stream id such as 1700000000000-0")
+    token = _one(params, "token")
+    header = websocket.headers.get("authorization", "")
+    if token is None and header.lower().startswith("bearer "):
+        token = header[7:].strip() or None
+    return WatchRequest(job_id, user_id, last, token)
+
+
+def check_access(request: WatchRequest, settings: Settings) -> None:
+    if settings.websocket_auth == "none":
+        return
+    secret = settings.websocket_jwt_secret
+    if secret is None:  # create_app refuses this configuration; a second fence
+        raise Refused("server has no WEBSOCKET_JWT_SECRET")
+    grant = verify_token(secret.get_secret_value(), request.token)
+    authorize(grant, job_id=request.job_id, user_id=request.user_id)
+
+
+def _closer(websocket: WebSocket, sink: Any | None) -> Any:
+    def close(sub: Subscriber, code: int, reason: str) -> None:
+        WS_CLOSED.labels(str(code)).inc()
+        if sink is not None:
+            sink.force_close(code, reason)
+            return
+
+        # Plain ASGI: a close waits for a writable socket, so never block the fan-out on it.
+        async def close_later() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(code, reason), 5.0)
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    return close
+
+
+async def notifications(websocket: WebSocket) -> None:
+    """The WebSocket endpoint; see the module docstring for the protocol."""
+    state = websocket.app.state
+    settings: Settings = state.settings
+    fanout: Fanout = state.fanout
+    try:
+        request = parse_request(websocket)
+        check_access(request, settings)
+    except Refused as refused:
+        WS_CLOSED.labels("1008").inc()
+        log.info("websocket refused", reason=refused.reason)
+        await websocket.accept()
+        await websocket.close(1008, refused.reason[:120])
+        return
+
+    sink = websocket.scope.get("extensions", {}).get(EXTENSION, {}).get("sink")
+    sub = Subscriber(
+        jobs=[request.job_id] if request.job_id else [],
+        users=[request.user_id] if request.user_id else [],
+        maxsize=settings.websocket_queue_size,
+        sink=sink,
+        send_text=websocket.send_text,
+        closer=_closer(websocket, sink),
+        buffering=True,
+    )
+    # Indexed before the handshake completes, so a client whose connect() has returned is
+    # already subscribed: events in between are held in its queue, not lost.
+    position = fanout.subscribe(sub)
+    WS_CONNECTIONS.inc()
+    try:
+        await websocket.accept()
+        if request.last_event_id is None:
+            sub.go_live(parse_stream_id(position))
+        else:
+            await resume(sub, request.last_event_id, position, fanout.bus)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+    except Exception as exc:  # a send to a vanished client; nothing to tell it
+        log.debug("websocket ended", error=repr(exc))
+    finally:
+        fanout.unsubscribe(sub)
+        sub.stop()
+        WS_CONNECTIONS.dec()
+    if (
+        sink is None
+        and websocket.client_state == websocket.application_state == WebSocketState.CONNECTED
+    ):
+        with contextlib.suppress(Exception):
+            await websocket.close(1000)
+
+
+async def is_trimmed(bus: EventBus, last_event_id: str) -> bool:
+    """Whether entries after ``last_event_id`` may be gone (trimmed, deleted, or a new stream)."""
+    last = parse_stream_id(last_event_id)
+    info = await bus.stream_info()
+    if info is None:
+        return last > (0, 0)
+    if last > parse_stream_id(info["last-generated-id"]):
+        return True  # an id from the future: the stream was recreated
+    deleted = info.get("max-deleted-entry-id")  # XDEL (Redis >= 7.0); trimming leaves it
+    if deleted is not None and last < parse_stream_id(deleted):
+        return True
+    if info.get("entries-added", info["length"]) <= info["length"]:
+        return False  # nothing ever removed
+    # Something before the first kept entry was trimmed; stream ids are not dense, so a
+    # client that last saw anything before it may have missed entries (conservative).
+    first = info.get("recorded-first-entry-id") or (info.get("first-entry") or (None,))[0]
+    if first is None:  # empty now: missed unless the client saw the very last entry
+        return last < parse_stream_id(info["last-generated-id"])
+    return last < parse_stream_id(first)
+
+
+async def resume(sub: Subscriber, last_event_id: str, position: str, bus: EventBus) -> None:
+    """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue."""
+    end = parse_stream_id(position)
+    if await is_trimmed(bus, last_event_id):
+        await sub.send_now(RESYNC)
+    elif parse_stream_id(last_event_id) < end:
+        start = f"({last_event_id}"
+        while not sub.closed:
+            entries = await bus.range(start, position, count=_BACKFILL_PAGE)
+            for entry_id, fields in entries:
+                try:
+                    event = decode(fields)
+                except DecodeError:
+                    continue
+                if matches(sub, event):
+                    await sub.send_now(Message.from_event(entry_id, event))
+            if len(entries) < _BACKFILL_PAGE:
+                break
+            start = f"({entries[-1][0]}"
+    sub.go_live(end)
