@@ -1,7 +1,6 @@
 """The consumer runtime: one consumer-group loop that every delivery channel runs on.
 
-Reading, bounded concurrency, rate limits, retries, dead letters, outcomes, acks and reclaims
-live here; a :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
+Reading, bounded concurrency, acks, reclaims, leases and the retry clock live here; a :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
 
 Retries go to a per-channel sorted set (``bookgen:scheduled:<channel>``) rather than staying
 in the PEL: each (event, recipient) keeps its own attempt count and due time, a retry in five
@@ -10,7 +9,9 @@ short list of work in flight, so one ``CLAIM_IDLE_MS`` suffices to reclaim a dea
 entries. A due retry is leased, not popped, so a consumer killed mid-retry loses nothing.
 
 Each finished entry's outcomes, dead letters, schedule changes and ack are buffered and
-written by one flusher in a single MULTI/EXEC per flush: never an ack without its outcome.
+written by one flusher in one atomic script per flush: never an ack without its outcome.
+What happens to one delivery (rate limit, attempt, retry or dead letter) is in
+:mod:`bookgen_events.delivery`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,22 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import metrics
 from .bus import Commit, Entry, EventBus, Scheduled
 from .channel import Channel
-from .errors import DecodeError, Reject, RetryLater
-from .events import WIRE_FIELD, Event, decode
+from .delivery import Delivery
+from .errors import DecodeError
+from .events import WIRE_FIELD, decode
 from .logs import get_logger
-from .outcomes import DeadLetter, Outcome, now_ms
+from .outcomes import now_ms
 from .ratelimit import RateLimiter
 
 log = get_logger("bookgen_events.consumer")
@@ -45,17 +45,6 @@ _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def retry_delay(
-    schedule: Sequence[float], attempt: int, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based), with ±20 % jitter.
-
-    Past the schedule's end the last delay repeats.
-    """
-    base = schedule[min(attempt, len(schedule)) - 1]
-    return base * (0.8 + 0.4 * rand())
 
 
 class Consumer:
@@ -89,9 +78,6 @@ class Consumer:
         self.batch = batch
         self.concurrency = concurrency
         self.claim_idle_ms = claim_idle_ms
-        self.retry_schedule = tuple(retry_schedule)
-        self.max_retries = max_retries
-        self.per_minute, self.per_hour = rate_limits
         self.max_block_ms = max_block_ms
         self.grace_s = grace_s
         # A leased retry is re-offered after this long unless the heartbeat extends it.
@@ -112,8 +98,9 @@ class Consumer:
         self._next_due_ms = 0.0
         self._wake = asyncio.Event()
         self._log = log.bind(channel=channel.name, group=self.group, consumer=self.name)
-        self._delivered_metric = metrics.DELIVERIES.labels(channel.name, "delivered")
-        self._latency_metric = metrics.DELIVERY_LATENCY.labels(channel.name)
+        self._delivery = Delivery(
+            channel, limiter, retry_schedule, max_retries, rate_limits, self._log
+        )
 
     @classmethod
     def from_settings(
@@ -381,10 +368,10 @@ class Consumer:
         try:
             event = decode(fields)
         except DecodeError as exc:
-            self._poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
+            self._delivery.poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
             self._record(commit)
             return
-        await self._deliver_all(commit, event, fields[WIRE_FIELD], entry_id, None, 1)
+        await self._delivery.deliver_all(commit, event, fields[WIRE_FIELD], entry_id, None, 1)
         self._record(commit)
 
     async def _run_scheduled(self, member: str) -> None:
@@ -394,145 +381,13 @@ class Consumer:
             item = Scheduled.loads(member)
             event = decode({WIRE_FIELD: item.event})
         except (ValueError, KeyError, TypeError) as exc:
-            self._poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
+            self._delivery.poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
             self._record(commit)
             return
-        await self._deliver_all(
+        await self._delivery.deliver_all(
             commit, event, item.event, item.entry_id, item.recipient, item.attempt
         )
         self._record(commit)
-
-    def _poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
-        self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
-        metrics.DEAD_LETTERS.labels(self.group, "true").inc()
-        commit.dead_letters.append(
-            DeadLetter(self.group, entry_id, reason, 0, event=raw, poison=True)
-        )
-
-    async def _deliver_all(
-        self,
-        commit: Commit,
-        event: Event,
-        raw: str,
-        entry_id: str,
-        recipient: str | None,
-        attempt: int,
-    ) -> None:
-        if recipient is not None:
-            recipients: Sequence[str] = [recipient]
-        else:
-            try:
-                recipients = self.channel.recipients(event)
-            except Exception as exc:  # a channel bug must not kill the loop
-                self._poison(commit, entry_id, f"recipients() failed: {exc!r}", raw)
-                return
-        if len(recipients) == 1:
-            await self._attempt(commit, event, raw, entry_id, recipients[0], attempt)
-        elif recipients:
-            await asyncio.gather(
-                *(self._attempt(commit, event, raw, entry_id, r, attempt) for r in recipients)
-            )
-
-    async def _attempt(
-        self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
-    ) -> None:
-        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``."""
-
-        def outcome(status: Any, final: bool, **extra: Any) -> Outcome:
-            return Outcome(
-                event_id=event.id,
-                entry_id=entry_id,
-                channel=self.group,
-                recipient=recipient,
-                status=status,
-                attempt=attempt,
-                final=final,
-                type=event.type.value,
-                job_id=event.job_id or "",
-                user_id=event.user_id or "",
-                **extra,
-            )
-
-        key = self.channel.rate_limit_key(event, recipient)
-        if key is not None and self.limiter is not None:
-            # If Redis is down this raises: the entry stays pending and is reclaimed later.
-            allowed = await self.limiter.hit(
-                self.group, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
-            )
-            if not allowed:
-                self._log.warning(
-                    "rate limited", event_id=event.id, type=event.type.value, attempt=attempt
-                )
-                metrics.DELIVERIES.labels(self.group, "rate_limited").inc()
-                commit.outcomes.append(outcome("rate_limited", True, error="rate limit exceeded"))
-                return
-
-        started = time.perf_counter()
-        failure: RetryLater | Reject
-        try:
-            status_code = await self.channel.deliver(event, recipient)
-        except (RetryLater, Reject) as exc:
-            failure = exc
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # an unexpected error is treated as transient
-            self._log.exception("delivery raised", event_id=event.id, attempt=attempt)
-            failure = RetryLater(f"{type(exc).__name__}: {exc}")
-        else:
-            duration = time.perf_counter() - started
-            latency = time.time() - event.occurred_at.timestamp()
-            self._delivered_metric.inc()
-            self._latency_metric.observe(max(latency, 0.0))
-            commit.outcomes.append(
-                outcome(
-                    "delivered",
-                    True,
-                    status_code=status_code,
-                    duration_ms=duration * 1000,
-                    latency_ms=latency * 1000,
-                )
-            )
-            return
-
-        duration_ms = (time.perf_counter() - started) * 1000
-        metrics.DELIVERIES.labels(self.group, "failed").inc()
-        bound = self._log.bind(event_id=event.id, type=event.type.value, attempt=attempt)
-        if isinstance(failure, RetryLater) and attempt <= self.max_retries:
-            delay = retry_delay(self.retry_schedule, attempt)
-            if failure.delay is not None:
-                delay = max(delay, min(failure.delay, 86_400.0))
-            due = now_ms() + int(delay * 1000)
-            commit.schedule.append((Scheduled(raw, entry_id, attempt + 1, recipient, "retry"), due))
-            metrics.RETRIES_SCHEDULED.labels(self.group).inc()
-            bound.info("delivery failed, retry scheduled", reason=failure.reason, delay_s=delay)
-            commit.outcomes.append(
-                outcome(
-                    "failed",
-                    False,
-                    error=failure.reason,
-                    status_code=failure.status_code,
-                    duration_ms=duration_ms,
-                    retry_at_ms=due,
-                )
-            )
-            return
-        reason = failure.reason
-        if isinstance(failure, RetryLater):
-            reason = f"gave up after {attempt} attempts: {reason}"
-        bound.warning("delivery dead-lettered", reason=reason)
-        metrics.DEAD_LETTERS.labels(self.group, "false").inc()
-        commit.dead_letters.append(
-            DeadLetter(self.group, entry_id, reason, attempt, event.id, recipient, raw)
-        )
-        commit.outcomes.append(
-            outcome(
-                "failed",
-                True,
-                error=reason,
-                status_code=failure.status_code,
-                duration_ms=duration_ms,
-            )
-        )
 
     # -- writing results ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bookgen_events import Consumer, EventBus, RetryLater
-from bookgen_events.consumer import retry_delay
+from bookgen_events.delivery import retry_delay
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
 

@@ -1,0 +1,188 @@
+"""One delivery: rate limit, attempt, then the outcome and a retry or a dead letter.
+
+The consumer loop hands each (event, recipient) here and gets back what to record, as
+entries of a :class:`~bookgen_events.bus.Commit`; nothing here touches the stream itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import metrics
+from .bus import Commit, Scheduled
+from .channel import Channel
+from .errors import Reject, RetryLater
+from .events import Event
+from .outcomes import DeadLetter, Outcome, now_ms
+from .ratelimit import RateLimiter
+
+MAX_RETRY_AFTER_S = 86_400.0
+
+
+def retry_delay(
+    schedule: Sequence[float], attempt: int, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based), with ±20 % jitter.
+
+    Past the schedule's end the last delay repeats.
+    """
+    base = schedule[min(attempt, len(schedule)) - 1]
+    return base * (0.8 + 0.4 * rand())
+
+
+class Delivery:
+    """Delivers through ``channel`` under its retry policy and rate limits."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        limiter: RateLimiter | None,
+        schedule: Sequence[float],
+        max_retries: int,
+        rate_limits: tuple[int, int],
+        log: Any,
+    ) -> None:
+        self.channel = channel
+        self.limiter = limiter
+        self.schedule = tuple(schedule)
+        self.max_retries = max_retries
+        self.per_minute, self.per_hour = rate_limits
+        self._log = log
+        self._delivered_metric = metrics.DELIVERIES.labels(channel.name, "delivered")
+        self._latency_metric = metrics.DELIVERY_LATENCY.labels(channel.name)
+
+    def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
+        self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
+        metrics.DEAD_LETTERS.labels(self.channel.name, "true").inc()
+        commit.dead_letters.append(
+            DeadLetter(self.channel.name, entry_id, reason, 0, event=raw, poison=True)
+        )
+
+    async def deliver_all(
+        self,
+        commit: Commit,
+        event: Event,
+        raw: str,
+        entry_id: str,
+        recipient: str | None,
+        attempt: int,
+    ) -> None:
+        if recipient is not None:
+            recipients: Sequence[str] = [recipient]
+        else:
+            try:
+                recipients = self.channel.recipients(event)
+            except Exception as exc:  # a channel bug must not kill the loop
+                self.poison(commit, entry_id, f"recipients() failed: {exc!r}", raw)
+                return
+        if len(recipients) == 1:
+            await self.attempt(commit, event, raw, entry_id, recipients[0], attempt)
+        elif recipients:
+            await asyncio.gather(
+                *(self.attempt(commit, event, raw, entry_id, r, attempt) for r in recipients)
+            )
+
+    async def attempt(
+        self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
+    ) -> None:
+        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``."""
+
+        def outcome(status: Any, final: bool, **extra: Any) -> Outcome:
+            return Outcome(
+                event_id=event.id,
+                entry_id=entry_id,
+                channel=self.channel.name,
+                recipient=recipient,
+                status=status,
+                attempt=attempt,
+                final=final,
+                type=event.type.value,
+                job_id=event.job_id or "",
+                user_id=event.user_id or "",
+                **extra,
+            )
+
+        key = self.channel.rate_limit_key(event, recipient)
+        if key is not None and self.limiter is not None:
+            # If Redis is down this raises: the entry stays pending and is reclaimed later.
+            allowed = await self.limiter.hit(
+                self.channel.name, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
+            )
+            if not allowed:
+                self._log.warning(
+                    "rate limited", event_id=event.id, type=event.type.value, attempt=attempt
+                )
+                metrics.DELIVERIES.labels(self.channel.name, "rate_limited").inc()
+                commit.outcomes.append(outcome("rate_limited", True, error="rate limit exceeded"))
+                return
+
+        started = time.perf_counter()
+        failure: RetryLater | Reject
+        try:
+            status_code = await self.channel.deliver(event, recipient)
+        except (RetryLater, Reject) as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an unexpected error is treated as transient
+            self._log.exception("delivery raised", event_id=event.id, attempt=attempt)
+            failure = RetryLater(f"{type(exc).__name__}: {exc}")
+        else:
+            duration = time.perf_counter() - started
+            latency = time.time() - event.occurred_at.timestamp()
+            self._delivered_metric.inc()
+            self._latency_metric.observe(max(latency, 0.0))
+            commit.outcomes.append(
+                outcome(
+                    "delivered",
+                    True,
+                    status_code=status_code,
+                    duration_ms=duration * 1000,
+                    latency_ms=latency * 1000,
+                )
+            )
+            return
+
+        duration_ms = (time.perf_counter() - started) * 1000
+        metrics.DELIVERIES.labels(self.channel.name, "failed").inc()
+        bound = self._log.bind(event_id=event.id, type=event.type.value, attempt=attempt)
+        if isinstance(failure, RetryLater) and attempt <= self.max_retries:
+            delay = retry_delay(self.schedule, attempt)
+            if failure.delay is not None:
+                delay = max(delay, min(failure.delay, MAX_RETRY_AFTER_S))
+            due = now_ms() + int(delay * 1000)
+            commit.schedule.append((Scheduled(raw, entry_id, attempt + 1, recipient, "retry"), due))
+            metrics.RETRIES_SCHEDULED.labels(self.channel.name).inc()
+            bound.info("delivery failed, retry scheduled", reason=failure.reason, delay_s=delay)
+            commit.outcomes.append(
+                outcome(
+                    "failed",
+                    False,
+                    error=failure.reason,
+                    status_code=failure.status_code,
+                    duration_ms=duration_ms,
+                    retry_at_ms=due,
+                )
+            )
+            return
+        reason = failure.reason
+        if isinstance(failure, RetryLater):
+            reason = f"gave up after {attempt} attempts: {reason}"
+        bound.warning("delivery dead-lettered", reason=reason)
+        metrics.DEAD_LETTERS.labels(self.channel.name, "false").inc()
+        commit.dead_letters.append(
+            DeadLetter(self.channel.name, entry_id, reason, attempt, event.id, recipient, raw)
+        )
+        commit.outcomes.append(
+            outcome(
+                "failed",
+                True,
+                error=reason,
+                status_code=failure.status_code,
+                duration_ms=duration_ms,
+            )
+        )
