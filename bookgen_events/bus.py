@@ -188,6 +188,10 @@ class EventBus:
         max_event_bytes: int = 64 * 1024,
     ) -> None:
         self.redis = redis
+        # redis-py types replies as ``bytes | str`` (decode_responses is a runtime switch);
+        # ours is always decoded, so calls go through an untyped alias and our methods
+        # declare the real shapes.
+        self._r: Any = redis
         self.names = StreamNames(prefix)
         self.maxlen = maxlen
         self.max_event_bytes = max_event_bytes
@@ -208,26 +212,24 @@ class EventBus:
     async def emit(self, event: Event | dict[str, Any]) -> str:
         """Append one event; returns its stream entry id."""
         _, fields = entry_fields(event, self.max_event_bytes)
-        return await self.redis.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type, no-any-return]
+        return await self._r.xadd(self.names.events, fields, maxlen=self.maxlen)
 
     async def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
         """Append many events in one pipelined round trip; all are validated before any write."""
         encoded = [entry_fields(event, self.max_event_bytes)[1] for event in events]
         if not encoded:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         for fields in encoded:
-            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type]
-        return await pipe.execute()  # type: ignore[no-any-return]
+            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)
+        return await pipe.execute()
 
     # -- consumer groups ---------------------------------------------------------------------
 
     async def ensure_group(self, group: str, stream: str | None = None, start: str = "0") -> bool:
         """Create ``group`` (and the stream) if missing; returns True when it was created."""
         try:
-            await self.redis.xgroup_create(
-                stream or self.names.events, group, id=start, mkstream=True
-            )
+            await self._r.xgroup_create(stream or self.names.events, group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return False
@@ -250,7 +252,7 @@ class EventBus:
         """
         stream = stream or self.names.events
         try:
-            reply = await self.redis.xreadgroup(
+            reply = await self._r.xreadgroup(
                 group, consumer, {stream: "0" if pending else ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
@@ -275,7 +277,7 @@ class EventBus:
         """Claim entries idle longer than ``min_idle_ms`` from dead consumers (XAUTOCLAIM)."""
         stream = stream or self.names.events
         try:
-            reply = await self.redis.xautoclaim(
+            reply = await self._r.xautoclaim(
                 stream, group, consumer, min_idle_ms, start_id=start, count=count
             )
         except ResponseError as exc:
@@ -290,19 +292,19 @@ class EventBus:
         """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID), so a
         slow delivery is not reclaimed by another consumer as if its owner had died."""
         if ids:
-            await self.redis.xclaim(self.names.events, group, consumer, 0, list(ids), justid=True)
+            await self._r.xclaim(self.names.events, group, consumer, 0, list(ids), justid=True)
 
     async def extend_lease(self, channel: str, members: Sequence[str], until_ms: int) -> None:
         """Push the lease of scheduled deliveries still in progress to ``until_ms``."""
         if members:
-            await self.redis.zadd(
+            await self._r.zadd(
                 self.names.scheduled(channel), dict.fromkeys(members, until_ms), xx=True
             )
 
     async def ack(self, group: str, ids: Sequence[str], stream: str | None = None) -> int:
         if not ids:
             return 0
-        return await self.redis.xack(stream or self.names.events, group, *ids)  # type: ignore[no-any-return]
+        return await self._r.xack(stream or self.names.events, group, *ids)
 
     async def commit(
         self, group: str, commit: Commit, channel: str, stream: str | None = None
@@ -325,7 +327,7 @@ class EventBus:
         args.append(len(commit.acks))
         args.extend(commit.acks)
         keys = [names.deliveries, names.dlq(channel), names.scheduled(channel)]
-        return await self._commit(keys=[*keys, stream or names.events], args=args)  # type: ignore[no-any-return]
+        return await self._commit(keys=[*keys, stream or names.events], args=args)
 
     async def claim_due(
         self, channel: str, *, now_ms: int, lease_ms: int, limit: int
@@ -341,13 +343,13 @@ class EventBus:
         mapping = {s.dumps(): due for s, due in items}
         if not mapping:
             return 0
-        return await self.redis.zadd(self.names.scheduled(channel), mapping)  # type: ignore[no-any-return]
+        return await self._r.zadd(self.names.scheduled(channel), mapping)
 
     async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
         """Schedule dead letters for delivery now and remove them from the DLQ, atomically."""
         if not letters:
             return 0
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._r.pipeline(transaction=True)
         pipe.zadd(self.names.scheduled(channel), {item.dumps(): now_ms() for _, item in letters})
         pipe.xdel(self.names.dlq(channel), *[dlq_id for dlq_id, _ in letters])
         await pipe.execute()
@@ -357,13 +359,13 @@ class EventBus:
         """Delete the given dead letters, or the whole DLQ of ``channel``."""
         key = self.names.dlq(channel)
         if ids:
-            return await self.redis.xdel(key, *ids)  # type: ignore[no-any-return]
-        size = await self.redis.xlen(key)
-        await self.redis.delete(key)
-        return size  # type: ignore[no-any-return]
+            return await self._r.xdel(key, *ids)
+        size = await self._r.xlen(key)
+        await self._r.delete(key)
+        return size
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())
+        return bool(await self._r.ping())
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -377,7 +379,7 @@ class EventBus:
     ) -> list[Entry]:
         """Plain XREAD after ``last_id`` (a broadcast read: no group, nothing acked)."""
         stream = stream or self.names.events
-        reply = await self.redis.xread({stream: last_id}, count=count, block=block_ms)
+        reply = await self._r.xread({stream: last_id}, count=count, block=block_ms)
         if not reply:
             return []
         return list(reply[0][1])
@@ -390,7 +392,7 @@ class EventBus:
         count: int | None = None,
         stream: str | None = None,
     ) -> list[Entry]:
-        return await self.redis.xrange(stream or self.names.events, start, end, count=count)  # type: ignore[no-any-return]
+        return await self._r.xrange(stream or self.names.events, start, end, count=count)
 
     async def revrange(
         self,
@@ -400,34 +402,34 @@ class EventBus:
         count: int | None = None,
         stream: str | None = None,
     ) -> list[Entry]:
-        return await self.redis.xrevrange(stream or self.names.events, end, start, count=count)  # type: ignore[no-any-return]
+        return await self._r.xrevrange(stream or self.names.events, end, start, count=count)
 
     async def length(self, stream: str | None = None) -> int:
-        return await self.redis.xlen(stream or self.names.events)  # type: ignore[no-any-return]
+        return await self._r.xlen(stream or self.names.events)
 
     async def stream_info(self, stream: str | None = None) -> dict[str, Any] | None:
         """XINFO STREAM, or None when the stream does not exist."""
         try:
-            return await self.redis.xinfo_stream(stream or self.names.events)  # type: ignore[no-any-return]
+            return await self._r.xinfo_stream(stream or self.names.events)
         except ResponseError:
             return None
 
     async def groups_info(self, stream: str | None = None) -> list[dict[str, Any]]:
         try:
-            return await self.redis.xinfo_groups(stream or self.names.events)  # type: ignore[no-any-return]
+            return await self._r.xinfo_groups(stream or self.names.events)
         except ResponseError:
             return []
 
     async def consumers_info(self, group: str, stream: str | None = None) -> list[dict[str, Any]]:
         try:
-            return await self.redis.xinfo_consumers(stream or self.names.events, group)  # type: ignore[no-any-return]
+            return await self._r.xinfo_consumers(stream or self.names.events, group)
         except ResponseError:
             return []
 
     async def pending_oldest(self, group: str, stream: str | None = None) -> tuple[str, int] | None:
         """The oldest pending entry's id and idle time in ms, if any."""
         try:
-            rows = await self.redis.xpending_range(
+            rows = await self._r.xpending_range(
                 stream or self.names.events, group, min="-", max="+", count=1
             )
         except ResponseError:
@@ -438,6 +440,6 @@ class EventBus:
 
     async def delete_consumer(self, group: str, consumer: str, stream: str | None = None) -> None:
         try:
-            await self.redis.xgroup_delconsumer(stream or self.names.events, group, consumer)
+            await self._r.xgroup_delconsumer(stream or self.names.events, group, consumer)
         except ResponseError:
             pass

@@ -83,12 +83,12 @@ def _event_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.json is not None:
         text = sys.stdin.read() if args.json == "-" else args.json
         try:
-            event = json.loads(text)
+            whole = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"--json is not valid JSON: {exc}") from None
-        if not isinstance(event, dict):
+        if not isinstance(whole, dict):
             raise ValueError("--json must be a JSON object")
-        return event
+        return whole
     if not args.type:
         raise ValueError("give an event TYPE or --json")
     try:

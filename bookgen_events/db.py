@@ -284,7 +284,8 @@ def upsert_outcomes(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
                 break
         else:
             rounds.append({row["id"]: row})
-    stmt = _outcome_statement(conn) if rounds else None
-    for bucket in rounds:
-        conn.execute(stmt, [bucket[k] for k in sorted(bucket)])
+    if rounds:
+        stmt = _outcome_statement(conn)
+        for bucket in rounds:
+            conn.execute(stmt, [bucket[k] for k in sorted(bucket)])
     return len(rows)

@@ -20,6 +20,11 @@ def _id_ms(entry_id: str | None) -> int | None:
         return None
 
 
+def _age_ms(entry_id: str | None) -> int | None:
+    ms = _id_ms(entry_id)
+    return None if ms is None else now_ms() - ms
+
+
 async def _lag(bus: EventBus, stream: str, group: dict[str, Any]) -> int | None:
     """Entries not yet delivered to the group; computed where XINFO has no ``lag`` (Redis 6.2)."""
     lag = group.get("lag")
@@ -73,7 +78,7 @@ async def _stream(bus: EventBus, stream: str) -> dict[str, Any]:
         "last_id": last_id,
         "last_generated_id": info.get("last-generated-id"),
         "entries_added": info.get("entries-added"),
-        "oldest_age_ms": now_ms() - _id_ms(first_id) if first_id else None,
+        "oldest_age_ms": _age_ms(first_id),
         "groups": await _groups(bus, stream),
     }
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -34,7 +34,7 @@ WORKERS = {
     "logger": "consumers.logger",
 }
 
-Serve = Callable[..., Awaitable[None]]
+Serve = Callable[..., Coroutine[Any, Any, None]]
 
 
 def load_worker(name: str) -> Serve | None:
@@ -97,7 +97,7 @@ async def run_workers(
 ) -> None:
     """Run workers (name -> options) side by side until ``stop``; a crash in one stops all."""
     async with open_bus(settings) as bus:
-        tasks = []
+        tasks: list[asyncio.Task[None]] = []
         for name, options in workers.items():
             serve = load_worker(name)
             if serve is None:
