@@ -103,9 +103,10 @@ async def run_demo(
 async def _wait_for_outcomes(
     bus: EventBus, after: str, job_id: str, wait_s: float
 ) -> list[Outcome]:
+    """Collect the job's outcomes until ``wait_s`` passes or none came for a second and a half."""
     deadline = time.monotonic() + wait_s
     seen: list[Outcome] = []
-    last = after
+    last, quiet_since = after, time.monotonic()
     while time.monotonic() < deadline:
         for entry_id, fields in await bus.read(last, count=1000, stream=bus.names.deliveries):
             last = entry_id
@@ -115,7 +116,8 @@ async def _wait_for_outcomes(
                 continue
             if outcome.job_id == job_id:
                 seen.append(outcome)
-        if seen and time.monotonic() > deadline - wait_s / 2:
+                quiet_since = time.monotonic()
+        if seen and time.monotonic() - quiet_since > 1.5:
             break
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.1)
     return seen

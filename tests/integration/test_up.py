@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,21 @@ async def _wait_http(url: str, within: float = 30.0) -> httpx.Response:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+
+
+async def _run(
+    argv: list[str], cwd: Path, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
 async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver) -> None:  # noqa: F811
@@ -114,6 +130,26 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         await eventually(lambda: ("webhook", "delivered") in logged(), within=15, what="the log")
         assert ("websocket", "delivered") in logged()
         state = json.loads((tmp_path / ".bookgen" / "embedded.json").read_text())
+
+        # Other commands find the embedded server through its state file (no REDIS_URL).
+        demo = await _run(
+            argv, tmp_path, env, "demo", "--job-id", "777", "--steps", "2", "--interval", "0",
+            "--webhook-url", receiver.url("demo"), "--wait", "15",
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stderr
+        summary = json.loads(demo.stdout.splitlines()[-1])
+        assert summary["emitted"] == 5 and summary["outcomes"].get("webhook:delivered") == 5
+        verify = await _run(argv, tmp_path, env, "verify", "--webhook-url", receiver.url("verify"))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "[  ok] redis" in verify.stdout and "[  ok] webhook" in verify.stdout
+        metrics = (await _wait_http(f"{base}/metrics")).text
+        for series in (
+            'bookgen_deliveries_total{channel="webhook",status="delivered"}',
+            "bookgen_group_lag",
+            "bookgen_events_appended",
+            "bookgen_delivery_latency_seconds_bucket",
+        ):
+            assert series in metrics, series
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
