@@ -92,7 +92,10 @@ async def run_demo(
             ),
             "completion",
         )
-    outcomes = await _wait_for_outcomes(bus, start, job_id, wait_s)
+    channels = {"webhook"} if webhook_url else set()
+    if email and settings.email_enabled:
+        channels.add("email")
+    outcomes = await _wait_for_outcomes(bus, start, ids, channels, wait_s)
     tally = Counter(f"{o.channel}:{o.status}" for o in outcomes if o.final)
     say(f"emitted {len(ids)} events; final outcomes so far: {dict(tally) or 'none yet'}")
     if not outcomes:
@@ -101,11 +104,14 @@ async def run_demo(
 
 
 async def _wait_for_outcomes(
-    bus: EventBus, after: str, job_id: str, wait_s: float
+    bus: EventBus, after: str, ids: list[str], channels: set[str], wait_s: float
 ) -> list[Outcome]:
-    """Collect the job's outcomes until ``wait_s`` passes or none came for a second and a half."""
+    """Collect outcomes of the emitted entries until each targeted channel has settled them
+    all, or ``wait_s`` passes (with no targeted channel: until outcomes go quiet)."""
     deadline = time.monotonic() + wait_s
+    wanted = set(ids)
     seen: list[Outcome] = []
+    settled: dict[str, set[str]] = {channel: set() for channel in channels}
     last, quiet_since = after, time.monotonic()
     while time.monotonic() < deadline:
         for entry_id, fields in await bus.read(last, count=1000, stream=bus.names.deliveries):
@@ -114,10 +120,14 @@ async def _wait_for_outcomes(
                 outcome = Outcome.from_fields(fields)
             except (KeyError, ValueError):
                 continue
-            if outcome.job_id == job_id:
+            if outcome.entry_id in wanted:
                 seen.append(outcome)
                 quiet_since = time.monotonic()
-        if seen and time.monotonic() - quiet_since > 1.5:
+                if outcome.final:
+                    settled.setdefault(outcome.channel, set()).add(outcome.entry_id)
+        if channels and all(settled[c] >= wanted for c in channels):
+            break
+        if not channels and seen and time.monotonic() - quiet_since > 1.5:
             break
         await asyncio.sleep(0.1)
     return seen
