@@ -291,8 +291,13 @@ class EventBus:
     async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
         """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID), so a
         slow delivery is not reclaimed by another consumer as if its owner had died."""
-        if ids:
+        if not ids:
+            return
+        try:
             await self._r.xclaim(self.names.events, group, consumer, 0, list(ids), justid=True)
+        except ResponseError as exc:
+            if not _is_nogroup(exc):
+                raise  # with the group gone (Redis lost its data) there is nothing to keep
 
     async def extend_lease(self, channel: str, members: Sequence[str], until_ms: int) -> None:
         """Push the lease of scheduled deliveries still in progress to ``until_ms``."""

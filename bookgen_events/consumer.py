@@ -84,8 +84,10 @@ class Consumer:
         self._lease_ms = max(claim_idle_ms, 1000)
 
         self._inflight: dict[asyncio.Task[None], tuple[str | None, str | None]] = {}
-        self._inflight_ids: set[str] = set()  # stream entries being delivered
-        self._inflight_members: set[str] = set()  # scheduled deliveries being delivered
+        # Work owned by this consumer, from dispatch until its results are written: kept alive
+        # by the heartbeat and never reclaimed by ourselves.
+        self._inflight_ids: set[str] = set()  # stream entries
+        self._inflight_members: set[str] = set()  # leased scheduled deliveries
         self._slot_freed = asyncio.Event()
         self._buffer = Commit.empty()
         self._flush_wanted = asyncio.Event()
@@ -243,14 +245,20 @@ class Consumer:
         beat_every = max(self.claim_idle_ms / 3000, 0.1)
         next_claim = next_beat = 0.0
         while not self._stopping.is_set():
-            if time.monotonic() >= next_beat:
-                await self._heartbeat()
-                next_beat = time.monotonic() + beat_every
-            if time.monotonic() >= next_claim:
-                await self._reclaim()
-                next_claim = time.monotonic() + claim_every
-            self._wake.clear()
-            await self._take_due()
+            try:
+                if time.monotonic() >= next_beat:
+                    await self._heartbeat()
+                    next_beat = time.monotonic() + beat_every
+                if time.monotonic() >= next_claim:
+                    await self._reclaim()
+                    next_claim = time.monotonic() + claim_every
+                self._wake.clear()
+                await self._take_due()
+            except Exception:
+                # This loop drives retries, reclaims and leases: it must outlive any one error.
+                self._log.exception("timer loop iteration failed; going on")
+                await asyncio.sleep(0.5)
+                continue
             sleep_s = min(
                 (self._next_due_ms - now_ms()) / 1000,
                 next_claim - time.monotonic(),
@@ -334,13 +342,18 @@ class Consumer:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         entry_id, member = self._inflight.pop(task, (None, None))
-        if entry_id is not None:
-            self._inflight_ids.discard(entry_id)
-        if member is not None:
-            self._inflight_members.discard(member)
         self._slot_freed.set()
+        failed = task.cancelled() or task.exception() is not None
         if not task.cancelled() and task.exception() is not None:
             self._log.error("delivery task crashed", exc_info=task.exception())
+        if failed:
+            # Nothing will be recorded for it: release it, so a reclaim can redo it later.
+            self._release([entry_id] if entry_id else [], [member] if member else [])
+        # Otherwise it stays owned (heartbeat, no self-reclaim) until its commit is written.
+
+    def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
+        self._inflight_ids.difference_update(entry_ids)
+        self._inflight_members.difference_update(members)
 
     async def _wait_for_slot(self, free: int = 1) -> None:
         while self.concurrency - len(self._inflight) < free:
@@ -405,13 +418,21 @@ class Consumer:
             commit, self._buffer = self._buffer, Commit.empty()
             try:
                 await self.bus.commit(self.group, commit, self.group)
+                self._release(commit.acks, commit.unschedule)
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis lost the group (restart without persistence): the outcomes before the
-                # failing XACK were written, the entries are gone from the PEL with the group.
-                self._log.error("consumer group lost; recreating it", error=str(exc))
-                await self.bus.ensure_group(self.group)
+                if "NOGROUP" in str(exc):
+                    # Redis lost the group (restart without persistence): the outcomes before
+                    # the failing XACK were written; the entries left the PEL with the group.
+                    self._log.error("consumer group lost; recreating it", error=str(exc))
+                    self._release(commit.acks, commit.unschedule)
+                    await self._redis_call(self.bus.ensure_group(self.group))
+                    continue
+                # Anything else (OOM, a read-only replica...): keep the results, try again.
+                self._log.error("cannot record results; retrying", error=str(exc))
+                commit.extend(self._buffer)
+                self._buffer = commit
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
             except _REDIS_DOWN as exc:
                 self._log.warning("cannot record results; retrying", error=str(exc))
                 commit.extend(self._buffer)

@@ -61,7 +61,10 @@ def _is_valkey(pid: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    # Probe as the server binds, with SO_REUSEADDR: connections of a previous run lingering
+    # in TIME_WAIT do not make the port busy.
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -139,7 +142,11 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._reap_stale()
         port = DEFAULT_PORT if self.requested_port is None else self.requested_port
-        if port == 0 or not _port_free(port):
+        if port and not _port_free(port):
+            if self.requested_port:  # asked for this port: moving would strand its clients
+                raise EmbeddedServerError(f"port {port} is already in use")
+            port = 0
+        if port == 0:
             port = _free_port()
         self.port = port
         args = [

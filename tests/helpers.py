@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from bookgen_events import Event, Reject, RetryLater
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], T | Awaitable[T]], within: float = 10.0, what: str = "condition"
+) -> T:
+    """Poll ``check`` (sync or async) until it returns something truthy, and return that;
+    fail after ``within`` seconds. Tests wait on conditions, never on fixed sleeps."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 class RecordingChannel:

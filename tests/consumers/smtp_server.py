@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import email
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -137,20 +136,6 @@ async def free_port() -> int:
     server.close()
     await server.wait_closed()
     return port
-
-
-async def wait_for(condition: Callable[[], Any], within: float = 10.0, step: float = 0.02) -> Any:
-    """Poll ``condition`` (sync or async) until truthy; fail the test after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within}s")
-        await asyncio.sleep(step)
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from tests.consumers.smtp_server import (  # noqa: F401  (fixtures)
     SmtpServer,
     free_port,
     smtp_server,
-    wait_for,
 )
+from tests.helpers import eventually
 
 FACTORY = EventFactory(admin_emails=["ops@bookgen.com"])
 
@@ -105,7 +105,7 @@ async def test_serve_runs_the_dispatcher_until_stopped(
     task = asyncio.create_task(emails.serve(bus, settings, stop))
     event = FACTORY.status_change("7", "queued", "running", user_email="reader@example.com")
     await bus.emit(event)
-    await wait_for(lambda: smtp_server.handler.received)
+    await eventually(lambda: smtp_server.handler.received)
     stop.set()
     await asyncio.wait_for(task, 10)
     [got] = smtp_server.handler.received
@@ -120,9 +120,9 @@ async def test_server_down_then_up_retries_then_delivers(bus: EventBus, settings
     await bus.emit(event)
     server = SmtpServer(port)
     async with running(bus, settings):
-        await wait_for(lambda: _count(bus, "failed", 2))
+        await eventually(lambda: _count(bus, "failed", 2))
         await server.start()
-        await wait_for(lambda: _count(bus, "delivered", 1))
+        await eventually(lambda: _count(bus, "delivered", 1))
     await server.stop()
 
     results = await outcomes(bus)
@@ -144,7 +144,7 @@ async def test_a_4yz_reply_is_retried(
     settings = email_settings(settings, smtp_server.port)
     await bus.emit(FACTORY.completion("5", 1, "Ada Lovelace", user_email="reader@example.com"))
     async with running(bus, settings):
-        await wait_for(lambda: _count(bus, "delivered", 1))
+        await eventually(lambda: _count(bus, "delivered", 1))
     first, second = await outcomes(bus)
     assert (first.status, first.final, first.status_code, first.error) == (
         "failed",

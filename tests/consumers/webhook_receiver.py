@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import socket
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,10 @@ from bookgen_events.consumer import Consumer
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.settings import Settings
 from consumers.webhook import open_channel
+
+from ..helpers import eventually
+
+__all__ = ["eventually"]  # re-exported for the webhook tests
 
 
 @dataclass(frozen=True)
@@ -158,22 +161,6 @@ async def outcomes(bus: EventBus) -> list[Outcome]:
 async def dead_letters(bus: EventBus) -> list[DeadLetter]:
     entries = await bus.redis.xrange(bus.names.dlq("webhook"))
     return [DeadLetter.from_fields(f) for _, f in entries]
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` (sync or async) until true; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def final_outcomes(bus: EventBus, count: int, within: float = 10.0) -> list[Outcome]:

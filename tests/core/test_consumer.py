@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,18 +20,9 @@ from bookgen_events.delivery import retry_delay
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
 
-from ..helpers import RecordingChannel, progress
+from ..helpers import RecordingChannel, eventually, progress
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll ``check`` (sync or async) until true, failing after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await _value(check()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def make_consumer(bus: EventBus, channel: RecordingChannel, **options) -> Consumer:
@@ -301,10 +290,6 @@ async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) ->
     delivered = Counter(await bus.redis.lrange(f"{prefix}:delivered", 0, -1))
     assert len(delivered) == count  # every event at least once
     assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
-
-
-async def _value(value: bool | Awaitable[bool]) -> bool:
-    return await value if inspect.isawaitable(value) else value
 
 
 async def _has_dead_letter(bus: EventBus) -> bool:

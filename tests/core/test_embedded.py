@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bookgen_events.embedded import EmbeddedRedis, _alive, running_url
+from bookgen_events.embedded import EmbeddedRedis, _alive, _free_port, running_url
 from bookgen_events.errors import EmbeddedServerError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +58,18 @@ def test_a_live_owner_is_not_robbed(tmp_path: Path) -> None:
             EmbeddedRedis(tmp_path, port=0).start()
         (tmp_path / "embedded.json").write_text(state)
         assert server.url
+
+
+def test_restart_keeps_its_port_and_a_taken_port_is_an_error(tmp_path: Path) -> None:
+    """Restarted after a client was connected (TIME_WAIT), it listens on the same port; an
+    explicitly requested port that is really taken is refused, never silently changed."""
+    port = _free_port()
+    with EmbeddedRedis(tmp_path / "a", port=port) as first:
+        client = redis.Redis(port=port)
+        client.ping()
+        first.stop()
+        client.close()
+        first.start()
+        assert first.port == port
+        with pytest.raises(EmbeddedServerError, match="already in use"):
+            EmbeddedRedis(tmp_path / "b", port=port).start()
