@@ -56,7 +56,7 @@ async def _run(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
@@ -107,11 +107,11 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
                     headers={"Authorization": f"Bearer {SECRETS['PRODUCER_API_KEY']}"},
                 )
             assert created.status_code == 201, created.text
-            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
+            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
         assert message["type"] == "completion" and message["character_name"] == "Marie Curie"
         assert message["id"] == created.json()["stream_id"]
 
-        await eventually(lambda: receiver.at("up"), within=15, what="the webhook")
+        await eventually(lambda: receiver.at("up"), within=40, what="the webhook")
         (hook,) = receiver.at("up")
         Webhook(SECRET).verify(hook.body, hook.headers)
         assert json.loads(hook.body)["event"] == "job.completed"
@@ -127,14 +127,14 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
                     "WHERE related_entity_type = 'job' AND related_entity_id = 123"
                 ).fetchall()
 
-        await eventually(lambda: ("webhook", "delivered") in logged(), within=15, what="the log")
+        await eventually(lambda: ("webhook", "delivered") in logged(), within=40, what="the log")
         assert ("websocket", "delivered") in logged()
         state = json.loads((tmp_path / ".bookgen" / "embedded.json").read_text())
 
         # Other commands find the embedded server through its state file (no REDIS_URL).
         demo = await _run(
             argv, tmp_path, env, "demo", "--job-id", "777", "--steps", "2", "--interval", "0",
-            "--webhook-url", receiver.url("demo"), "--wait", "15",
+            "--webhook-url", receiver.url("demo"), "--wait", "40",
         )  # fmt: skip
         assert demo.returncode == 0, demo.stderr
         summary = json.loads(demo.stdout.splitlines()[-1])
