@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import sys
 from collections.abc import Sequence
 
 from bench._common import Timer, report, scratch_redis
-
 from bookgen_events import Consumer, Event, EventBus
 
 
@@ -85,5 +87,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (table to stderr)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.rounds))
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        results = asyncio.run(main(args.events, args.rounds))
+    if args.json:
+        print(json.dumps({"bench": "consume", "rows": results}))

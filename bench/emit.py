@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import sys
 
 from bench._common import Timer, report, scratch_redis
-
 from bookgen_events import EventBus
 from bookgen_events.events import WIRE_FIELD, encode, make_event
 
@@ -67,5 +69,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (table to stderr)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.rounds))
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        results = asyncio.run(main(args.events, args.rounds))
+    if args.json:
+        print(json.dumps({"bench": "emit", "rows": results}))

@@ -328,7 +328,8 @@ async def bench_target(target: Target, args: argparse.Namespace, redis: Any) -> 
         rss0 = gw.memory_info().rss
         load = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(HERE),
+            "-m",
+            "bench.gateway",
             "clients",
             "--url",
             target.url,
@@ -337,6 +338,7 @@ async def bench_target(target: Target, args: argparse.Namespace, redis: Any) -> 
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 30,
+            cwd=HERE.parent.parent,
         )
         assert load.stdout and load.stdin
         json.loads(await asyncio.wait_for(load.stdout.readline(), 120))

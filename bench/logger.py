@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import sys
 import tempfile
@@ -153,16 +155,29 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=8000)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (text to stderr)"
+    )
     args = parser.parse_args()
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        rows = await _run(args)
+    if args.json:
+        print(json.dumps({"bench": "logger", "rows": rows}))
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> list[dict[str, object]]:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     print(f"{args.events} events x {len(CHANNELS)} channels; baseline = add_all + commit per 500")
     results = []
+    labels = ["sqlite"]
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         results.append(await bench_one("sqlite", url, redis_url, args.events))
         dispose_engines()
     created = pg_database(args.pg)
     if created:
+        labels.append("postgresql")
         try:
             results.append(await bench_one("postgresql", created[0], redis_url, args.events))
         finally:
@@ -171,7 +186,17 @@ async def main() -> int:
     # Each result is (faster baseline, logger).
     ratios = [log / base for base, log in filter(None, results)]
     print(f"goal >= 0.80x: {'met' if ratios and min(ratios) >= 0.8 else 'NOT met'}")
-    return 0
+    return [
+        {
+            "measure": f"logger rows/s vs the faster batched insert, {label}",
+            "ours": log,
+            "raw": base,
+            "goal": 0.8,
+        }
+        for label, result in zip(labels, results, strict=True)
+        if result
+        for base, log in [result]
+    ]
 
 
 if __name__ == "__main__":

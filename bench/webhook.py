@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +25,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -169,7 +172,8 @@ async def dispatcher(redis_url: str, url: str, n: int, concurrency: int) -> floa
 
 def _start_receiver(port: int) -> subprocess.Popen[bytes]:
     receiver = subprocess.Popen(
-        [sys.executable, __file__, "--serve-receiver", str(port)],
+        [sys.executable, "-m", "bench.webhook", "--serve-receiver", str(port)],
+        cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -177,7 +181,7 @@ def _start_receiver(port: int) -> subprocess.Popen[bytes]:
     return receiver
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace) -> list[dict[str, object]]:
     port = _free_port()
     receiver = _start_receiver(port)
     try:
@@ -193,6 +197,20 @@ async def main(args: argparse.Namespace) -> None:
         dispatched = await dispatcher(args.redis_url, url, n, c)
         print(f"dispatcher (consumer + channel)  {dispatched:8.0f} deliveries/s")
         print(f"ratio dispatcher / raw aiohttp   {dispatched / raw:8.2f}x  (goal >= 0.70x)")
+        return [
+            {
+                "measure": f"dispatcher (consumer + channel) vs raw aiohttp POSTs, concurrency {c}",
+                "ours": dispatched,
+                "raw": raw,
+                "goal": 0.7,
+            },
+            {
+                "measure": "httpx on the httpx-aiohttp transport vs raw aiohttp POSTs",
+                "ours": hx_aio,
+                "raw": raw,
+                "goal": None,
+            },
+        ]
     finally:
         receiver.terminate()
         receiver.wait(timeout=10)
@@ -206,8 +224,14 @@ if __name__ == "__main__":
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--serve-receiver", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object (text to stderr)"
+    )
     cli = parser.parse_args()
     if cli.serve_receiver:
         _serve_receiver(cli.serve_receiver)
     else:
-        asyncio.run(main(cli))
+        with contextlib.redirect_stdout(sys.stderr if cli.json else sys.stdout):
+            results = asyncio.run(main(cli))
+        if cli.json:
+            print(json.dumps({"bench": "webhook", "rows": results}))

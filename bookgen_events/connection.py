@@ -56,6 +56,9 @@ def create_redis(url: str, **kwargs: object) -> Redis:
     """One asyncio client per process; responses decoded to ``str``."""
     options: dict[str, object] = {
         "decode_responses": True,
+        # Bytes that are not UTF-8 (a hand-written entry) become U+FFFD instead of crashing
+        # every read of the batch: the entry then fails validation and is dead-lettered.
+        "encoding_errors": "replace",
         "health_check_interval": 30,
         "socket_keepalive": True,
     }

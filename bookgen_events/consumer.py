@@ -379,7 +379,7 @@ class Consumer:
         commit = Commit.empty()
         commit.acks.append(entry_id)
         try:
-            event = decode(fields)
+            event = decode(fields, self.bus.max_event_bytes)
         except DecodeError as exc:
             self._delivery.poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
             self._record(commit)

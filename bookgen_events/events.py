@@ -25,6 +25,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticSerializationError
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
 
@@ -246,17 +247,30 @@ def make_event(value: Event | dict[str, Any]) -> Event:
 
 def encode(event: Event, max_bytes: int) -> bytes:
     """Serialise ``event`` for the stream, refusing it when over ``max_bytes``."""
-    payload = event.model_dump_json().encode()
+    try:
+        payload = event.model_dump_json().encode()
+    except (PydanticSerializationError, UnicodeEncodeError) as exc:
+        # A lone surrogate ("\ud800", e.g. from a JSON escape) validates as str but is not
+        # text that UTF-8 can carry.
+        raise EventValidationError(
+            f"invalid event: text that cannot be encoded as UTF-8 ({exc})",
+            [("event", "contains a lone surrogate or other unencodable text")],
+        ) from None
     if len(payload) > max_bytes:
         raise EventTooLargeError(len(payload), max_bytes)
     return payload
 
 
-def decode(fields: dict[str, Any]) -> Event:
-    """Turn a stream entry's fields back into an :class:`Event`, or raise :class:`DecodeError`."""
+def decode(fields: dict[str, Any], max_bytes: int | None = None) -> Event:
+    """Turn a stream entry's fields back into an :class:`Event`, or raise :class:`DecodeError`.
+
+    With ``max_bytes``, an entry larger than emit would have accepted is refused too.
+    """
     raw = fields.get(WIRE_FIELD)
     if raw is None:
         raise DecodeError(f"entry has no {WIRE_FIELD!r} field", fields)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise DecodeError(f"event is {len(raw)} bytes, over MAX_EVENT_BYTES={max_bytes}", fields)
     try:
         return Event.model_validate_json(raw)
     except ValidationError as exc:

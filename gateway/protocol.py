@@ -37,6 +37,16 @@ class FramedWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # the app task has been created but has not run yet
             scope["extensions"][EXTENSION] = {"sink": self}
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.handshake_exc is not None and not self.handshake_initiated:
+            # The parser refused the request (e.g. a request line over 8 KiB): uvicorn would
+            # leave the socket open and unanswered, one held connection per such request.
+            self.transport.write(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
     @property
     def open(self) -> bool:
         return self.handshake_complete and not self.close_sent and not self.disconnected
