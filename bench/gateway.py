@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -254,7 +255,10 @@ class Ours(Target):
 
 class Peer(Target):
     def __init__(self, port: int, redis_url: str, python: Path) -> None:
-        cmd = [str(python), str(HERE), "peer-server", "--port", str(port), "--redis-url", redis_url]
+        # -P: the peer's venv lacks our packages, so this file runs as a script; keep its
+        # folder off sys.path, where bench/email.py would shadow the stdlib's email.
+        cmd = [str(python), "-P", str(HERE), "peer-server", "--port", str(port)]
+        cmd += ["--redis-url", redis_url]
         super().__init__("broadcaster", cmd, dict(os.environ), port)
 
     async def emit(self, redis: Any, seqs: range) -> None:
@@ -394,7 +398,8 @@ async def bench_target(target: Target, args: argparse.Namespace, redis: Any) -> 
         result["clients_closed"] = report["closed"]
         return result
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+            server.terminate()
         try:
             await asyncio.wait_for(server.wait(), 15)
         except TimeoutError:
