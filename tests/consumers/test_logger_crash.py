@@ -72,6 +72,10 @@ async def test_killed_mid_batch_then_restarted_table_exact(
         first.wait(10)
     written = await asyncio.to_thread(count, url)
     assert 0 < written < 2 * EVENTS, "the kill must land before the run finished"
+    # What the dead process had read but not acked (the kill may also land between batches).
+    orphaned = 0
+    for stream in (bus.names.events, bus.names.deliveries):
+        orphaned += sum(int(group["pending"]) for group in await bus.groups_info(stream))
 
     second = start(env, tmp_path / "logger-2.log")
     try:
@@ -79,7 +83,8 @@ async def test_killed_mid_batch_then_restarted_table_exact(
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(15) == 0
-    assert "reclaimed idle entries" in (tmp_path / "logger-2.log").read_text()
+    if orphaned:
+        assert "reclaimed idle entries" in (tmp_path / "logger-2.log").read_text()
 
     # Exact: the same table a rebuild from the streams gives in an empty database.
     reference = log_settings.model_copy(
