@@ -38,7 +38,8 @@ from bookgen_events import EventBus, load_settings
 from bookgen_events.connection import create_redis
 from bookgen_events.db import Notification, dispose_engines, init_db
 from bookgen_events.events import decode
-from consumers.logger import NotificationLogger, event_rows
+from consumers.logger import NotificationLogger
+from consumers.logrows import event_rows
 
 CHANNELS = ("websocket", "webhook", "email")
 

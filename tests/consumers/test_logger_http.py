@@ -12,7 +12,8 @@ from bookgen_events import EventBus, Settings
 from bookgen_events.db import get_engine, upsert_outcomes
 from bookgen_events.events import new_event_id
 from bookgen_events.outcomes import Outcome
-from consumers.logger import NotificationLogger, outcome_row
+from consumers.logger import NotificationLogger
+from consumers.logrows import outcome_row
 from gateway.notifications import list_notifications
 from tests.helpers import progress
 
