@@ -98,7 +98,9 @@ async def run_demo(
     outcomes = await _wait_for_outcomes(bus, start, ids, channels, wait_s)
     tally = Counter(f"{o.channel}:{o.status}" for o in outcomes if o.final)
     say(f"emitted {len(ids)} events; final outcomes so far: {dict(tally) or 'none yet'}")
-    if not outcomes:
+    if not channels:
+        say("  (WebSocket and the log only: add --webhook-url or --email to see delivery outcomes)")
+    elif not outcomes:
         say("  (no consumer answered: is `bookgen-events up` running against this Redis?)")
     return {"job_id": job_id, "emitted": len(ids), "outcomes": dict(tally)}
 
