@@ -95,7 +95,7 @@ async def run_demo(
     channels = {"webhook"} if webhook_url else set()
     if email and settings.email_enabled:
         channels.add("email")
-    outcomes = await _wait_for_outcomes(bus, start, ids, channels, wait_s)
+    outcomes = await _wait_for_outcomes(bus, start, ids, channels, wait_s) if channels else []
     tally = Counter(f"{o.channel}:{o.status}" for o in outcomes if o.final)
     say(f"emitted {len(ids)} events; final outcomes so far: {dict(tally) or 'none yet'}")
     if not channels:
@@ -109,12 +109,12 @@ async def _wait_for_outcomes(
     bus: EventBus, after: str, ids: list[str], channels: set[str], wait_s: float
 ) -> list[Outcome]:
     """Collect outcomes of the emitted entries until each targeted channel has settled them
-    all, or ``wait_s`` passes (with no targeted channel: until outcomes go quiet)."""
+    all, or ``wait_s`` passes."""
     deadline = time.monotonic() + wait_s
     wanted = set(ids)
     seen: list[Outcome] = []
     settled: dict[str, set[str]] = {channel: set() for channel in channels}
-    last, quiet_since = after, time.monotonic()
+    last = after
     while time.monotonic() < deadline:
         for entry_id, fields in await bus.read(last, count=1000, stream=bus.names.deliveries):
             last = entry_id
@@ -124,12 +124,9 @@ async def _wait_for_outcomes(
                 continue
             if outcome.entry_id in wanted:
                 seen.append(outcome)
-                quiet_since = time.monotonic()
                 if outcome.final:
                     settled.setdefault(outcome.channel, set()).add(outcome.entry_id)
-        if channels and all(settled[c] >= wanted for c in channels):
-            break
-        if not channels and seen and time.monotonic() - quiet_since > 1.5:
+        if all(settled[c] >= wanted for c in channels):
             break
         await asyncio.sleep(0.1)
     return seen
