@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -51,3 +56,13 @@ def report(title: str, rows: list[tuple[str, float, float, float]]) -> list[dict
         print(f"| {name} | {ours:,.0f} | {raw:,.0f} | {ratio:.2f}x | >= {goal:.2f}x |")
         out.append({"measure": name, "ours": ours, "raw": raw, "ratio": ratio, "goal": goal})
     return out
+
+
+def run_bench(
+    name: str, main: Coroutine[Any, Any, list[dict[str, object]]], json_out: bool
+) -> None:
+    """Run a bench; with ``--json`` its table goes to stderr and one JSON object to stdout."""
+    with contextlib.redirect_stdout(sys.stderr if json_out else sys.stdout):
+        rows = asyncio.run(main)
+    if json_out:
+        print(json.dumps({"bench": name, "rows": rows}))

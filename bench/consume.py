@@ -10,13 +10,9 @@ batches of 100 and acks them, nothing else.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import sys
 from collections.abc import Sequence
 
-from bench._common import Timer, report, scratch_redis
+from bench._common import Timer, report, run_bench, scratch_redis
 from bookgen_events import Consumer, Event, EventBus
 
 
@@ -91,7 +87,4 @@ if __name__ == "__main__":
         "--json", action="store_true", help="print one JSON object (table to stderr)"
     )
     args = parser.parse_args()
-    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-        results = asyncio.run(main(args.events, args.rounds))
-    if args.json:
-        print(json.dumps({"bench": "consume", "rows": results}))
+    run_bench("consume", main(args.events, args.rounds), args.json)

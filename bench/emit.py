@@ -9,12 +9,8 @@ neighbour hurts both sides alike. The payload of the raw XADD is the same encode
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import sys
 
-from bench._common import Timer, report, scratch_redis
+from bench._common import Timer, report, run_bench, scratch_redis
 from bookgen_events import EventBus
 from bookgen_events.events import WIRE_FIELD, encode, make_event
 
@@ -73,7 +69,4 @@ if __name__ == "__main__":
         "--json", action="store_true", help="print one JSON object (table to stderr)"
     )
     args = parser.parse_args()
-    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
-        results = asyncio.run(main(args.events, args.rounds))
-    if args.json:
-        print(json.dumps({"bench": "emit", "rows": results}))
+    run_bench("emit", main(args.events, args.rounds), args.json)
