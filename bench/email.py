@@ -198,20 +198,27 @@ async def main() -> None:
         f"dispatcher (Redis -> render -> SMTP): {ours:8.0f} msg/s  ({our_cpu:4.0f} µs CPU/msg)",
         file=out,
     )
-    print(f"ratio vs raw prebuilt bytes:   {ours / raw_bytes:.2f}x", file=out)
-    print(f"ratio vs raw EmailMessage:     {ours / raw_mime:.2f}x", file=out)
+    print(
+        f"ratio vs raw EmailMessage (the goal's yardstick, >= 0.9x): {ours / raw_mime:.2f}x",
+        file=out,
+    )
+    print(
+        f"ratio vs raw prebuilt bytes (a stricter reference):     {ours / raw_bytes:.2f}x", file=out
+    )
     if args.json:
+        # The yardstick (920 msg/s here) is raw aiosmtplib building each message as it
+        # sends ("about 750 µs of each millisecond"); prebuilt bytes is a stricter reference.
         rows = [
             {
-                "measure": "dispatcher vs raw aiosmtplib, prebuilt bytes",
+                "measure": "dispatcher vs raw aiosmtplib building each message, 5 connections",
                 "ours": ours,
-                "raw": raw_bytes,
+                "raw": raw_mime,
                 "goal": 0.9,
             },
             {
-                "measure": "dispatcher vs raw aiosmtplib, EmailMessage per send",
+                "measure": "dispatcher vs raw aiosmtplib sending prebuilt bytes (reference)",
                 "ours": ours,
-                "raw": raw_mime,
+                "raw": raw_bytes,
                 "goal": None,
             },
         ]
