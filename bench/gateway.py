@@ -5,11 +5,11 @@ deliveries/s with 1,000 clients), then at a saturating rate. Reported per gatewa
 messages/s, emit->client latency p50/p99, gateway CPU per delivery, memory per idle
 connection, and ratios ours/peer.
 
-    /tmp/venv/bin/python -m bench.gateway                       # 1,000 clients, 10 s phases
-    /tmp/venv/bin/python -m bench.gateway --clients 200 --duration 4   # a short run
+    python -m bench.gateway                                  # 1,000 clients, 10 s phases
+    python -m bench.gateway --clients 200 --duration 4       # a short run
 
 The peer runs in its own virtualenv (broadcaster 0.3.1 delivers nothing with redis-py 8):
-``/tmp/bcvenv``, created on first use with ``broadcaster==0.3.1 'redis<8' starlette uvicorn
+``bookgen-bench-broadcaster`` in the temp folder, created on first use with ``broadcaster==0.3.1 'redis<8' starlette uvicorn
 websockets`` (``--peer-venv`` to move it). Both gateways run uvicorn's sans-I/O websockets
 protocol on the stdlib asyncio loop. Clients are a separate process of raw asyncio
 protocols that never offer permessage-deflate (so neither side compresses) and parse frames
@@ -496,7 +496,9 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=0, help="our gateway's port (default: free)")
     parser.add_argument("--only", choices=["ours", "peer"])
-    parser.add_argument("--peer-venv", default="/tmp/bcvenv")
+    parser.add_argument(
+        "--peer-venv", default=str(Path(tempfile.gettempdir()) / "bookgen-bench-broadcaster")
+    )
     args = parser.parse_args()
     if args.role == "clients":
         try:  # the load generator should cost as little as possible; the gateways do not get it
