@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -16,6 +17,19 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bookgen_events.connection import create_redis
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def smtp_sink_argv(port: int) -> list[str]:
+    """An aiosmtpd server on ``port`` that accepts and discards every message."""
+    return [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink",
+            "-l", f"127.0.0.1:{port}"]  # fmt: skip
 
 
 def redis_url() -> str:

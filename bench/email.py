@@ -25,6 +25,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
+from bench._common import free_port, smtp_sink_argv
 from bookgen_events import EventBus, load_settings
 from bookgen_events.connection import create_redis
 from bookgen_events.consumer import Consumer
@@ -38,20 +39,9 @@ SENDER = "noreply@bookgen.com"
 
 
 def start_sink() -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     sink = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-c",
-            "aiosmtpd.handlers.Sink",
-            "-l",
-            f"127.0.0.1:{port}",
-        ],
+        smtp_sink_argv(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

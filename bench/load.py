@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import httpx
 from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 
-from bench._common import redis_url
+from bench._common import free_port, redis_url, smtp_sink_argv
 from bookgen_events import EventBus
 from bookgen_events.connection import create_redis
 from bookgen_events.events import WIRE_FIELD, encode, make_event
@@ -52,12 +51,6 @@ from bookgen_events.outcomes import Outcome
 BIN = Path(sys.executable).with_name("bookgen-events")
 GROUPS = ("webhook", "email", "logger")
 JOBS = 50  # job ids 0..49; WebSocket client k watches job k
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -292,16 +285,7 @@ async def load_phase(args: argparse.Namespace, redis: Redis) -> dict[str, Any]:
             )
             procs.start(
                 "smtp-sink",
-                [
-                    py,
-                    "-m",
-                    "aiosmtpd",
-                    "-n",
-                    "-c",
-                    "aiosmtpd.handlers.Sink",
-                    "-l",
-                    f"127.0.0.1:{smtp_port}",
-                ],
+                smtp_sink_argv(smtp_port),
                 env,
                 workdir / "smtp.log",
             )

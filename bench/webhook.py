@@ -32,6 +32,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
+from bench._common import free_port
 from bookgen_events.bus import EventBus
 from bookgen_events.connection import create_redis
 from bookgen_events.consumer import Consumer
@@ -57,12 +58,6 @@ def _serve_receiver(port: int) -> None:
     app = web.Application()
     app.router.add_post("/hook/{name}", hook)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(port: int, timeout: float = 10.0) -> None:
@@ -182,7 +177,7 @@ def _start_receiver(port: int) -> subprocess.Popen[bytes]:
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, object]]:
-    port = _free_port()
+    port = free_port()
     receiver = _start_receiver(port)
     try:
         url = f"http://127.0.0.1:{port}/hook/bench"

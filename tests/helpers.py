@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+
+import httpx
 
 from bookgen_events import Event, Reject, RetryLater
 
@@ -14,7 +17,10 @@ T = TypeVar("T")
 
 
 async def eventually(
-    check: Callable[[], T | Awaitable[T]], within: float = 10.0, what: str = "condition"
+    check: Callable[[], T | Awaitable[T]],
+    within: float = 10.0,
+    what: str = "condition",
+    step: float = 0.02,
 ) -> T:
     """Poll ``check`` (sync or async) until it returns something truthy, and return that;
     fail after ``within`` seconds. Tests wait on conditions, never on fixed sleeps."""
@@ -27,7 +33,27 @@ async def eventually(
             return value  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(step)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_healthy(base: str, within: float = 15.0) -> None:
+    """Wait until ``base/health`` answers 200 (a gateway that is up and reaches Redis)."""
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{base}/health", timeout=1)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(healthy, within, f"{base} to become healthy", step=0.05)
 
 
 class RecordingChannel:

@@ -129,15 +129,6 @@ class SmtpServer:
         await asyncio.sleep(0)  # let the closed sessions' callbacks run
 
 
-async def free_port() -> int:
-    """A loopback port nobody listens on (the server is started on it later)."""
-    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return port
-
-
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     """A throw-away certificate authority for the STARTTLS tests."""

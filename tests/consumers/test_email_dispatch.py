@@ -18,10 +18,9 @@ from consumers.emails import EmailChannel, Renderer
 from consumers.mailer import SMTPMailer
 from tests.consumers.smtp_server import (  # noqa: F401  (fixtures)
     SmtpServer,
-    free_port,
     smtp_server,
 )
-from tests.helpers import eventually
+from tests.helpers import eventually, free_port
 
 FACTORY = EventFactory(admin_emails=["ops@bookgen.com"])
 
@@ -114,7 +113,7 @@ async def test_serve_runs_the_dispatcher_until_stopped(
 
 async def test_server_down_then_up_retries_then_delivers(bus: EventBus, settings: Settings) -> None:
     """With no server, attempts fail and are rescheduled; once it is up the mail is delivered once."""
-    port = await free_port()
+    port = free_port()
     settings = email_settings(settings, port, email_retry_schedule=(0.15,), email_max_retries=50)
     event = FACTORY.progress_update("9", 50, "Chapter 10", user_email="reader@example.com")
     await bus.emit(event)

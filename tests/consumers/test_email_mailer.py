@@ -19,11 +19,11 @@ from tests.consumers.smtp_server import (  # noqa: F401  (fixtures)
     auth_server,
     ca,
     client_tls,
-    free_port,
     server_tls,
     smtp_server,
     starttls_server,
 )
+from tests.helpers import free_port
 
 MESSAGE = b"From: noreply@bookgen.com\r\nTo: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -72,7 +72,7 @@ async def test_a_dropped_connection_is_replaced_transparently(smtp_server: SmtpS
 
 async def test_no_server_is_a_transient_failure() -> None:
     """A refused connection is RetryLater, not a crash or a rejection."""
-    async with plain_mailer(await free_port()) as mailer:
+    async with plain_mailer(free_port()) as mailer:
         with pytest.raises(RetryLater):
             await mailer.send(MESSAGE, "noreply@bookgen.com", "a@example.com")
 

@@ -9,11 +9,9 @@ whatever hypothesis settings they choose.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
@@ -21,6 +19,7 @@ from pydantic import SecretStr
 from bookgen_events import EventBus, Settings
 from gateway.app import serve
 from tests.consumers.webhook_receiver import receiver, webhook_settings
+from tests.helpers import free_port, wait_healthy
 
 __all__ = ["receiver", "webhook_settings"]  # the real loopback webhook receiver's fixtures
 
@@ -39,12 +38,6 @@ FUZZ_SLOW = settings.get_profile("bookgen-fuzz-slow")
 
 JWT_SECRET = "fuzz-jwt-secret-0123456789abcdef0123"
 API_KEY = "fuzz-producer-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -80,15 +73,7 @@ async def gateway(bus: EventBus, gateway_settings: Settings) -> AsyncIterator[Ga
     stop = asyncio.Event()
     task = asyncio.create_task(serve(bus, gateway_settings, stop, host="127.0.0.1", port=port))
     gw = Gateway(port)
-    async with httpx.AsyncClient() as client, asyncio.timeout(15):
-        while True:
-            try:
-                if (await client.get(f"{gw.http}/health", timeout=1)).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert not task.done(), "the gateway exited during start-up"
-            await asyncio.sleep(0.05)
+    await wait_healthy(gw.http)
     try:
         yield gw
     finally:

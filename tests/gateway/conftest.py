@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +17,10 @@ from bookgen_events import EventBus, Settings
 from gateway.app import serve
 from gateway.auth import mint_token
 
+from ..helpers import free_port, wait_healthy
+
 SECRET = "gateway-test-secret-0123456789abcdef"
 API_KEY = "producer-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -45,21 +40,6 @@ class Gateway:
     async def status(self) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             return (await client.get(f"{self.http}/ws/status")).json()  # type: ignore[no-any-return]
-
-
-async def wait_healthy(base: str, deadline_s: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(f"{base}/health", timeout=1)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if loop.time() > deadline:
-                raise TimeoutError(f"{base} never became healthy")
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture

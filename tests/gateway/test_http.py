@@ -16,11 +16,11 @@ from websockets.exceptions import InvalidStatus
 from bookgen_events import EventBus, Settings
 from gateway.app import create_app
 
+from ..helpers import free_port
 from .conftest import (
     API_KEY,
     Gateway,
     StartGateway,
-    free_port,
     progress,
     recv_json,
     recv_until,

@@ -14,7 +14,8 @@ from websockets.exceptions import ConnectionClosed
 from bookgen_events import EventBus
 from gateway.auth import verify_token
 
-from .conftest import SECRET, free_port, progress, recv_until, wait_healthy
+from ..helpers import free_port, wait_healthy
+from .conftest import SECRET, progress, recv_until
 
 CLI = str(Path(sys.executable).with_name("bookgen-events"))
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,18 +18,13 @@ import websockets
 from standardwebhooks.webhooks import Webhook
 
 from ..consumers.webhook_receiver import SECRET, eventually, receiver  # noqa: F401 - fixture
+from ..helpers import free_port
 
 SECRETS = {
     "WEBHOOK_SECRET": SECRET,
     "SMTP_PASSWORD": "smtp-pass-6c1f0e",
     "PRODUCER_API_KEY": "producer-key-93ab51",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _wait_http(url: str, within: float = 30.0) -> httpx.Response:
@@ -62,7 +56,7 @@ async def _run(
 
 async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver) -> None:  # noqa: F811
     """`up` starts the embedded Redis, the gateway and consumers; an event reaches every channel."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "BOOKGEN"))}
     env.update(
         SECRETS,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import random
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,30 +36,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from bookgen_events import Event
 from bookgen_events.events import make_event
 from tests.consumers.smtp_server import Recorder
+from tests.helpers import eventually, free_port
+
+__all__ = ["eventually", "free_port"]  # re-exported for the system tests
 
 CLI = str(Path(sys.executable).with_name("bookgen-events"))
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks docs' example
 CONSUMERS = ("webhook", "email", "logger")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def eventually(check: Callable[[], Any], within: float, what: str, step: float = 0.05) -> Any:
-    """Poll ``check`` (sync or async) until truthy and return its value; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g}s waiting for {what}")
-        await asyncio.sleep(step)
 
 
 # -- events ----------------------------------------------------------------------------------
