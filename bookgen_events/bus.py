@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
+from .connection import command, pipeline, run_script
 from .events import WIRE_FIELD, Event, encode, make_event
 from .outcomes import DeadLetter, Outcome, now_ms
 
 Entry = tuple[str, dict[str, str]]
+
+_EMIT_CHUNK = 1000
 
 _CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -33,6 +36,17 @@ local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {due, head[2] or false}
 """
 
+
+# One command and one reply for a batch of appends: redis-py reads a pipeline's replies one
+# Python call each, which costs more than the appends.
+# KEYS: events; ARGV: maxlen, the field name, then one payload per event.
+_EMIT_MANY = """
+local ids = {}
+for i = 3, #ARGV do
+  ids[i - 2] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
+end
+return ids
+"""
 
 # Atomic like MULTI/EXEC, but one command and one reply: redis-py parses a +QUEUED reply per
 # command of a transaction in Python, which costs more than the writes themselves.
@@ -168,6 +182,22 @@ def entry_fields(
     return event, {WIRE_FIELD: encode(event, max_event_bytes)}
 
 
+def _entries(reply: Any) -> list[Entry]:
+    """Entries of a one-stream XREAD[GROUP] reply: RESP3 or RESP2, raw or parsed by redis-py.
+
+    An entry deleted while pending comes back with no fields (skipped)."""
+    if not reply:
+        return []
+    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    out: list[Entry] = []
+    for entry_id, fields in entries:
+        if isinstance(fields, list):
+            out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
+        elif fields is not None:
+            out.append((entry_id, fields))
+    return out
+
+
 def _is_nogroup(exc: ResponseError) -> bool:
     # NOGROUP: the group is gone; UNBLOCKED: the stream was deleted under a blocking read.
     return str(exc).startswith(("NOGROUP", "UNBLOCKED"))
@@ -197,6 +227,9 @@ class EventBus:
         self.max_event_bytes = max_event_bytes
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._commit = redis.register_script(_COMMIT)
+        self._emit_many = redis.register_script(_EMIT_MANY)
+        # XADD <events> MAXLEN ~ <maxlen> * event <payload>, the payload appended per call
+        self._xadd = ("XADD", self.names.events, "MAXLEN", "~", maxlen, "*", WIRE_FIELD)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Any) -> EventBus:
@@ -211,18 +244,30 @@ class EventBus:
 
     async def emit(self, event: Event | dict[str, Any]) -> str:
         """Append one event; returns its stream entry id."""
-        _, fields = entry_fields(event, self.max_event_bytes)
-        return await self._r.xadd(self.names.events, fields, maxlen=self.maxlen)
+        payload = encode(make_event(event), self.max_event_bytes)
+        return await command(self.redis, *self._xadd, payload)  # type: ignore[no-any-return]
 
     async def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
-        """Append many events in one pipelined round trip; all are validated before any write."""
-        encoded = [entry_fields(event, self.max_event_bytes)[1] for event in events]
-        if not encoded:
+        """Append many events in one round trip; all are validated before any write.
+
+        Each run of up to 1,000 events is appended by one script call (so atomically), and
+        the calls are pipelined: a huge batch never holds Redis for long.
+        """
+        max_bytes = self.max_event_bytes
+        payloads = [encode(make_event(e), max_bytes) for e in events]
+        if not payloads:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for fields in encoded:
-            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)
-        return await pipe.execute()
+        sha, keys = self._emit_many.sha, [self.names.events]
+        calls = [
+            ("EVALSHA", sha, 1, *keys, self.maxlen, WIRE_FIELD, *payloads[i : i + _EMIT_CHUNK])
+            for i in range(0, len(payloads), _EMIT_CHUNK)
+        ]
+        try:
+            replies = await pipeline(self.redis, calls)
+        except NoScriptError:
+            await self._r.script_load(_EMIT_MANY)
+            replies = await pipeline(self.redis, calls)
+        return [entry_id for ids in replies for entry_id in ids]
 
     # -- consumer groups ---------------------------------------------------------------------
 
@@ -251,18 +296,17 @@ class EventBus:
         Recreates the group if Redis lost it (a restart without persistence).
         """
         stream = stream or self.names.events
+        args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
         try:
-            reply = await self._r.xreadgroup(
-                group, consumer, {stream: "0" if pending else ">"}, count=count, block=block_ms
-            )
+            reply = await command(self.redis, *args, "STREAMS", stream, "0" if pending else ">")
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
             await self.ensure_group(group, stream)
             return []
-        if not reply:
-            return []
-        return [(entry_id, fields) for entry_id, fields in reply[0][1] if fields is not None]
+        return _entries(reply)
 
     async def autoclaim(
         self,
@@ -332,7 +376,7 @@ class EventBus:
         args.append(len(commit.acks))
         args.extend(commit.acks)
         keys = [names.deliveries, names.dlq(channel), names.scheduled(channel)]
-        return await self._commit(keys=[*keys, stream or names.events], args=args)
+        return await run_script(self.redis, self._commit, [*keys, stream or names.events], args)
 
     async def claim_due(
         self, channel: str, *, now_ms: int, lease_ms: int, limit: int

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    UnixDomainSocketConnection,
+)
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -52,6 +61,96 @@ class HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
     pass
 
 
+class LeanPool(ConnectionPool):
+    """redis-py's pool, plus a checkout for the commands run once per event.
+
+    Per command, redis-py 8's asyncio client spends more Python than a loopback round trip
+    costs: an asyncio lock and observability records around the pool, a retry wrapper, a
+    response callback. :func:`command` and :func:`pipeline` skip those for the bus's hot
+    path (XADD, XREADGROUP, the commit script); the connections stay this pool's, so
+    ``aclose()`` closes them like any other.
+    """
+
+    def take(self) -> AbstractConnection:
+        return self.get_available_connection()
+
+    def give_back(self, conn: AbstractConnection) -> None:
+        self._in_use_connections.discard(conn)
+        self._available_connections.append(conn)
+
+
+async def _exchange(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Send ``commands`` on one pooled connection and read their raw replies.
+
+    Error replies are returned as exceptions in place, so every reply is read; any other
+    failure (including a cancel) leaves the connection closed, never with a reply unread.
+    """
+    conn = pool.take()
+    try:
+        if not conn.is_connected:
+            await conn.connect()
+        packed = [chunk for args in commands for chunk in conn.pack_command(*args)]
+        await conn.send_packed_command(packed, check_health=False)
+        out = []
+        for _ in commands:
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+        return out
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        pool.give_back(conn)
+
+
+async def _exchange_retrying(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    # A pooled connection may have died while idle (Redis restarted): one retry on a fresh
+    # connection, as redis-py's own retry would do.
+    try:
+        return await _exchange(pool, commands)
+    except RedisConnectionError:
+        return await _exchange(pool, commands)
+
+
+async def command(redis: Redis, *args: Any) -> Any:
+    """Run one command and return its raw reply (no response callback)."""
+    pool = redis.connection_pool
+    if not isinstance(pool, LeanPool):  # a client built elsewhere: redis-py's own path
+        return await redis.execute_command(*args)
+    [reply] = await _exchange_retrying(pool, [args])
+    if isinstance(reply, ResponseError):
+        raise reply
+    return reply
+
+
+async def pipeline(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """Run ``commands`` in one round trip; raises the first error reply after reading all."""
+    pool = redis.connection_pool
+    if not isinstance(pool, LeanPool):
+        pipe = redis.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return await pipe.execute()
+    replies = await _exchange_retrying(pool, commands)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
+async def run_script(
+    redis: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> Any:
+    """EVALSHA ``script``, loading it first if the server does not know it (a restart)."""
+    try:
+        return await command(redis, "EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        await redis.script_load(script.script)
+        return await command(redis, "EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 def create_redis(url: str, **kwargs: object) -> Redis:
     """One asyncio client per process; responses decoded to ``str``."""
     options: dict[str, object] = {
@@ -66,4 +165,4 @@ def create_redis(url: str, **kwargs: object) -> Redis:
         unix = url.startswith("unix:")
         options["connection_class"] = HiredisUnixConnection if unix else HiredisConnection
     options.update(kwargs)
-    return Redis.from_url(url, **options)  # type: ignore[arg-type]
+    return Redis.from_pool(LeanPool.from_url(url, **options))

@@ -121,23 +121,27 @@ DATA_MODELS: dict[EventType, type[_Data]] = {
 
 _uuid_lock = threading.Lock()
 _uuid_last = 0
+_RAND_B = (1 << 62) - 1
 
 
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): unique and time-ordered, monotonic within this process."""
     global _uuid_last
+    rand = int.from_bytes(os.urandom(10))  # 12 bits to seed rand_a, 62 for rand_b
     with _uuid_lock:
-        # 48-bit ms timestamp + 12 random bits as a sub-ms counter seed; bump on collision.
-        ms = time.time_ns() // 1_000_000
-        candidate = (ms << 12) | (int.from_bytes(os.urandom(2)) & 0x0FFF)
+        # 48-bit ms timestamp + 12-bit rand_a used as a sub-ms counter: bump on collision.
+        candidate = ((time.time_ns() // 1_000_000) << 12) | (rand >> 68)
         if candidate <= _uuid_last:
             candidate = _uuid_last + 1
         _uuid_last = candidate
-    ts_rand = candidate  # 60 bits: unix_ts_ms(48) | rand_a(12)
-    rand_b = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
-    value = ((ts_rand >> 12) << 80) | (0x7 << 76) | ((ts_rand & 0x0FFF) << 64) | (0b10 << 62)
-    value |= rand_b
-    h = f"{value:032x}"
+    value = (
+        ((candidate >> 12) << 80)  # unix_ts_ms
+        | (0x7 << 76)  # version
+        | ((candidate & 0x0FFF) << 64)  # rand_a
+        | (0b10 << 62)  # variant
+        | (rand & _RAND_B)
+    )
+    h = value.to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
