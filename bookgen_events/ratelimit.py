@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from .connection import run_script
 from .outcomes import now_ms
 
 _HIT = """
@@ -43,6 +44,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, *, prefix: str = "bookgen") -> None:
         self._prefix = prefix
+        self._redis = redis
         self._hit = redis.register_script(_HIT)
 
     def _keys(self, channel: str, key: str) -> list[str]:
@@ -65,8 +67,10 @@ class RateLimiter:
         """
         if per_minute <= 0 and per_hour <= 0:
             return True
-        allowed = await self._hit(
-            keys=self._keys(channel, key),
-            args=[at_ms if at_ms is not None else now_ms(), member, per_minute, per_hour],
+        allowed = await run_script(
+            self._redis,
+            self._hit,
+            self._keys(channel, key),
+            [at_ms if at_ms is not None else now_ms(), member, per_minute, per_hour],
         )
         return bool(allowed)
