@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,13 @@ async def _exchange(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[A
         if not conn.is_connected:
             await conn.connect()
         packed = [chunk for args in commands for chunk in conn.pack_command(*args)]
-        await conn.send_packed_command(packed, check_health=False)
+        # send_packed_command() wraps the write in asyncio.wait_for, a task per command on
+        # Python 3.11; asyncio.timeout bounds it the same way on the caller's task.
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                await conn._send_packed_command(packed)
+        except OSError as exc:
+            raise RedisConnectionError(f"error writing to Redis: {exc}") from exc
         out = []
         for _ in commands:
             try:
