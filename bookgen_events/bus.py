@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
-from .connection import command, pipeline, run_script
+from .connection import command, run_script, run_script_many
 from .events import WIRE_FIELD, Event, encode, make_event
 from .outcomes import DeadLetter, Outcome, now_ms
 
@@ -257,16 +257,12 @@ class EventBus:
         payloads = [encode(make_event(e), max_bytes) for e in events]
         if not payloads:
             return []
-        sha, keys = self._emit_many.sha, [self.names.events]
+        keys = [self.names.events]
         calls = [
-            ("EVALSHA", sha, 1, *keys, self.maxlen, WIRE_FIELD, *payloads[i : i + _EMIT_CHUNK])
+            (keys, [self.maxlen, WIRE_FIELD, *payloads[i : i + _EMIT_CHUNK]])
             for i in range(0, len(payloads), _EMIT_CHUNK)
         ]
-        try:
-            replies = await pipeline(self.redis, calls)
-        except NoScriptError:
-            await self._r.script_load(_EMIT_MANY)
-            replies = await pipeline(self.redis, calls)
+        replies = await run_script_many(self.redis, self._emit_many, calls)
         return [entry_id for ids in replies for entry_id in ids]
 
     # -- consumer groups ---------------------------------------------------------------------

@@ -150,12 +150,22 @@ async def pipeline(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]
 async def run_script(
     redis: Redis, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
 ) -> Any:
-    """EVALSHA ``script``, loading it first if the server does not know it (a restart)."""
+    """EVALSHA ``script`` once; see :func:`run_script_many`."""
+    [reply] = await run_script_many(redis, script, [(keys, args)])
+    return reply
+
+
+async def run_script_many(
+    redis: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """EVALSHA ``script`` per (keys, args) call, pipelined; loads it first if the server does
+    not know it (a restart or SCRIPT FLUSH), then runs the calls again."""
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
     try:
-        return await command(redis, "EVALSHA", script.sha, len(keys), *keys, *args)
+        return await pipeline(redis, commands)
     except NoScriptError:
         await redis.script_load(script.script)
-        return await command(redis, "EVALSHA", script.sha, len(keys), *keys, *args)
+        return await pipeline(redis, commands)
 
 
 def create_redis(url: str, **kwargs: object) -> Redis:
