@@ -8,22 +8,23 @@ dead-lettered as poison instead.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    StringConstraints,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
-    field_validator,
+    WrapValidator,
 )
 from pydantic_core import PydanticSerializationError
 
@@ -43,33 +44,32 @@ class EventType(StrEnum):
     ADMIN_ALERT = "admin_alert"
 
 
-_NO_CRLF = re.compile(r"[\r\n\x00]")
-
-
-def _single_line(value: str | None) -> str | None:
-    # Values that can end up in mail headers (subjects) must never carry a line break.
-    if value is not None and _NO_CRLF.search(value):
-        raise ValueError("must not contain line breaks or NUL")
-    return value
-
-
-SingleLine = Annotated[str, AfterValidator(_single_line)]
-
-# The WHATWG HTML "valid e-mail address" syntax: strict, no CR/LF, no display names, and
-# about 20x cheaper than a full RFC 5322 parser on the consumer's hot decode path.
-_EMAIL = re.compile(
-    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+"
+# Constraints are regular expressions run by pydantic-core rather than Python validators:
+# a consumer decodes every event it reads, and a Python callback per field would cost more
+# than the whole JSON parse. ``_PATTERN_MESSAGES`` turns their errors back into plain words.
+_SINGLE_LINE = r"^[^\r\n\x00]*$"
+# The WHATWG HTML "valid e-mail address" syntax: strict, no CR/LF, no display names.
+_EMAIL = (
+    r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$"
 )
+# An absolute http(s) URL with a host (a name, or an IP literal in brackets), an optional
+# numeric port, and no whitespace or control characters anywhere.
+_T = r"[^\s\x00-\x1f\x7f"  # a URL character class, to be closed with the exclusions
+_URL = (
+    rf"^(?i:https?)://(?:{_T}/?#@]*@)?(?:\[{_T}/?#@\[\]]+\]|{_T}/?#@\[\]:]+)(?::[0-9]*)?"
+    rf"(?:[/?#]{_T}]*)?$"
+)
+_PATTERN_MESSAGES = {
+    # Values that can end up in mail headers (subjects) must never carry a line break.
+    _SINGLE_LINE: "must not contain line breaks or NUL",
+    _EMAIL: "is not a valid email address",
+    _URL: "must be an absolute http(s) URL with a host, on one line",
+}
 
-
-def _email(value: str) -> str:
-    if len(value) > 254 or not _EMAIL.fullmatch(value):
-        raise ValueError(f"{value[:80]!r} is not a valid email address")
-    return value
-
-
-EmailAddress = Annotated[str, AfterValidator(_email)]
+SingleLine = Annotated[str, StringConstraints(pattern=_SINGLE_LINE)]
+EmailAddress = Annotated[str, StringConstraints(max_length=254, pattern=_EMAIL)]
+WebhookUrl = Annotated[str, StringConstraints(max_length=2048, pattern=_URL)]
 Metadata = dict[str, Any]
 
 
@@ -104,7 +104,7 @@ class StatusChangeData(_Data):
 
 
 class AdminData(_Data):
-    alert_type: SingleLine = Field(min_length=1)
+    alert_type: Annotated[SingleLine, Field(min_length=1)]
     message: str
     metadata: Metadata = Field(default_factory=dict)
 
@@ -151,14 +151,29 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-_URL_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
+def _data_for_type(value: Any, handler: Any, info: ValidationInfo) -> Any:
+    # An Event built directly validates its payload with the model its (already validated)
+    # type names; the per-type subclasses below declare that model instead.
+    type_ = info.data.get("type")
+    if type_ is None:
+        return value  # the type field reports its own error
+    model = DATA_MODELS[type_]
+    if isinstance(value, model):
+        return value
+    return model.model_validate(value)
+
+
+def _dedupe(value: list[str]) -> list[str]:
+    return list(dict.fromkeys(value)) if len(value) > 1 else value
 
 
 class Event(BaseModel):
     """The immutable envelope appended to ``bookgen:events``.
 
     ``id`` is the idempotency key everywhere (webhook-id, Message-ID, log rows); it is a
-    UUIDv7 generated on construction when not given.
+    UUIDv7 generated on construction when not given. :func:`make_event` and :func:`decode`
+    return the subclass for the event's type (``ProgressEvent``...), validated wholly in
+    pydantic-core; it compares equal to an ``Event`` with the same fields.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
@@ -172,40 +187,16 @@ class Event(BaseModel):
     )
     job_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     user_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    data: EventData
-    webhook_url: str | None = None
-    emails: list[EmailAddress] = Field(default_factory=list)
+    data: Annotated[EventData, WrapValidator(_data_for_type)]
+    webhook_url: WebhookUrl | None = None
+    emails: Annotated[list[EmailAddress], AfterValidator(_dedupe)] = Field(default_factory=list)
 
-    @field_validator("data", mode="wrap")
-    @classmethod
-    def _data_for_type(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
-        # Validate the payload with the model its envelope's (already validated) type names.
-        # A field validator, not a model one: the latter would make pydantic materialise the
-        # whole JSON as Python objects first, doubling the consumer's decode cost.
-        type_ = info.data.get("type")
-        if type_ is None:
-            return value  # the type field reports its own error
-        model = DATA_MODELS[type_]
-        if isinstance(value, model):
-            return value
-        return model.model_validate(value)
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if len(value) > 2048 or _URL_JUNK.search(value):
-            raise ValueError("webhook_url must be a single-line URL of at most 2048 characters")
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("webhook_url must be an absolute http(s) URL with a host")
-        return value
-
-    @field_validator("emails")
-    @classmethod
-    def _dedupe(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value)) if len(value) > 1 else value
+    __hash__ = None  # type: ignore[assignment]  # data holds dicts: never hashable
 
     @property
     def timestamp(self) -> str:
@@ -225,11 +216,63 @@ class Event(BaseModel):
         return message
 
 
-def _wrap_validation(exc: ValidationError, prefix: str = "") -> EventValidationError:
-    errors = [
-        (prefix + ".".join(str(p) for p in err["loc"]) or "event", err["msg"])
-        for err in exc.errors(include_url=False)
+# One subclass per type, its payload model declared rather than chosen by a Python
+# validator: a union tagged by ``type`` then validates an event in pydantic-core alone
+# (2.3 µs against 5.5 µs per event, on a consumer's hot path).
+class ProgressEvent(Event):
+    type: Literal[EventType.PROGRESS_UPDATE]
+    data: ProgressData
+
+
+class CompletionEvent(Event):
+    type: Literal[EventType.COMPLETION]
+    data: CompletionData
+
+
+class ErrorEvent(Event):
+    type: Literal[EventType.ERROR_ALERT]
+    data: ErrorData
+
+
+class StatusChangeEvent(Event):
+    type: Literal[EventType.STATUS_CHANGE]
+    data: StatusChangeData
+
+
+class AdminEvent(Event):
+    type: Literal[EventType.ADMIN_ALERT]
+    data: AdminData
+
+
+_TYPED: TypeAdapter[Event] = TypeAdapter(
+    Annotated[
+        ProgressEvent | CompletionEvent | ErrorEvent | StatusChangeEvent | AdminEvent,
+        Discriminator("type"),
     ]
+)
+_TYPES = tuple(t.value for t in EventType)
+
+
+def _error(err: Any) -> tuple[str, str]:
+    """One pydantic error of the tagged union as (field path, message)."""
+    loc = err["loc"]
+    if loc and loc[0] in _TYPES:
+        loc = loc[1:]  # the union's tag, not a field
+    kind = err["type"]
+    if kind == "union_tag_invalid":
+        return "type", f"must be one of {', '.join(_TYPES)}, not {err['ctx']['tag']!r}"
+    if kind == "union_tag_not_found":
+        return "type", "Field required"
+    message = err["msg"]
+    if kind == "string_pattern_mismatch":
+        message = _PATTERN_MESSAGES.get(err["ctx"]["pattern"], message)
+        if isinstance(err["input"], str):
+            message = f"{err['input'][:80]!r} {message}"
+    return ".".join(str(p) for p in loc) or "event", message
+
+
+def _wrap_validation(exc: ValidationError) -> EventValidationError:
+    errors = [_error(err) for err in exc.errors(include_url=False)]
     detail = "; ".join(f"{field}: {msg}" for field, msg in errors)
     return EventValidationError(f"invalid event: {detail}", errors)
 
@@ -244,7 +287,7 @@ def make_event(value: Event | dict[str, Any]) -> Event:
             [("event", "wrong type")],
         )
     try:
-        return Event.model_validate(value)
+        return _TYPED.validate_python(value)
     except ValidationError as exc:
         raise _wrap_validation(exc) from None
 
@@ -276,6 +319,6 @@ def decode(fields: dict[str, Any], max_bytes: int | None = None) -> Event:
     if max_bytes is not None and len(raw) > max_bytes:
         raise DecodeError(f"event is {len(raw)} bytes, over MAX_EVENT_BYTES={max_bytes}", fields)
     try:
-        return Event.model_validate_json(raw)
+        return _TYPED.validate_json(raw)
     except ValidationError as exc:
         raise DecodeError(str(_wrap_validation(exc)), fields, exc) from None
