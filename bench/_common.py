@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bookgen_events.connection import create_redis
+from bookgen_events.runner import run_loop
 
 
 def free_port() -> int:
@@ -80,8 +80,8 @@ def report(
 def run_bench(
     name: str, main: Coroutine[Any, Any, list[dict[str, object]]], json_out: bool
 ) -> None:
-    """Run a bench; with ``--json`` its table goes to stderr and one JSON object to stdout."""
+    """Run a bench on the event loop the workers use; with ``--json`` its table goes to stderr and one JSON object to stdout."""
     with contextlib.redirect_stdout(sys.stderr if json_out else sys.stdout):
-        rows = asyncio.run(main)
+        rows = run_loop(main)
     if json_out:
         print(json.dumps({"bench": name, "rows": rows}))

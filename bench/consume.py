@@ -15,17 +15,25 @@ runtime's own machinery (tasks, concurrency, rate limits, retries, metrics).
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Sequence
 
 from bench._common import Timer, report, run_bench, scratch_redis
 from bookgen_events import Consumer, Event, EventBus
 from bookgen_events.bus import Commit
 from bookgen_events.events import decode
-from bookgen_events.outcomes import Outcome
+from bookgen_events.outcomes import outcome_fields
 
 
 class NoopChannel:
+    """Delivers nothing; sets ``done`` after ``expected`` deliveries."""
+
     name = "bench"
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.delivered = 0
+        self.done = asyncio.Event()
 
     def recipients(self, event: Event) -> Sequence[str]:
         return [event.webhook_url] if event.webhook_url else []
@@ -34,6 +42,9 @@ class NoopChannel:
         return None
 
     async def deliver(self, event: Event, recipient: str) -> int:
+        self.delivered += 1
+        if self.delivered == self.expected:
+            self.done.set()
         return 200
 
 
@@ -73,16 +84,16 @@ async def floor(bus: EventBus, n: int) -> float:
             commit = Commit.empty()
             for entry_id, fields in await bus.read_group("floor", "c", count=100, block_ms=None):
                 event = decode(fields)
-                outcome = Outcome(
-                    event_id=event.id,
-                    entry_id=entry_id,
-                    channel="floor",
-                    recipient=event.webhook_url or "",
-                    status="delivered",
-                    attempt=1,
-                    final=True,
-                    type=event.type.value,
-                    job_id=event.job_id or "",
+                outcome = outcome_fields(
+                    event.id,
+                    entry_id,
+                    "floor",
+                    event.webhook_url or "",
+                    "delivered",
+                    1,
+                    True,
+                    event.type.value,
+                    event.job_id or "",
                 )
                 commit.outcomes.append(outcome)
                 commit.acks.append(entry_id)
@@ -92,9 +103,17 @@ async def floor(bus: EventBus, n: int) -> float:
 
 
 async def ours(bus: EventBus, n: int) -> float:
-    consumer = Consumer(bus, NoopChannel(), batch=100, concurrency=200, rate_limits=(0, 0))
+    """The runtime as it runs in a worker (``run()``), timed until every outcome is written."""
+    channel = NoopChannel(n)
+    consumer = Consumer(bus, channel, batch=100, concurrency=200, rate_limits=(0, 0))
     with Timer() as t:
-        await consumer.run(burst=True)
+        running = asyncio.create_task(consumer.run())
+        await channel.done.wait()
+        # The last outcomes are written by the flusher just after the last delivery.
+        while await bus.redis.xlen(bus.names.deliveries) < n:  # noqa: ASYNC110 (a Redis poll)
+            await asyncio.sleep(0.001)
+    consumer.stop()
+    await running
     assert await bus.redis.xlen(bus.names.deliveries) == n
     return n / t.seconds
 

@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from .connection import command, run_script, run_script_many
 from .events import WIRE_FIELD, Event, encode, make_event
-from .outcomes import DeadLetter, Outcome, now_ms
+from .outcomes import DeadLetter, OutcomeFields, now_ms
 
 Entry = tuple[str, dict[str, str]]
 
@@ -55,26 +55,29 @@ return ids
 # members to unschedule, (score, member) pairs to schedule, and ids to ack.
 _COMMIT = """
 local i = 3
-local function take() local v = ARGV[i]; i = i + 1; return v end
 local function entries(key, maxlen)
-  for _ = 1, tonumber(take()) do
-    local n = tonumber(take())
-    local fields = {unpack(ARGV, i, i + n - 1)}
-    i = i + n
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, count do
+    local n = tonumber(ARGV[i])
     if maxlen then
-      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + n))
     else
-      redis.call('XADD', key, '*', unpack(fields))
+      redis.call('XADD', key, '*', unpack(ARGV, i + 1, i + n))
     end
+    i = i + n + 1
   end
 end
 entries(KEYS[1], ARGV[2])
 entries(KEYS[2], nil)
-local n = tonumber(take())
-for _ = 1, n do redis.call('ZREM', KEYS[3], take()) end
-n = tonumber(take())
-for _ = 1, n do local score = take(); redis.call('ZADD', KEYS[3], score, take()) end
-n = tonumber(take())
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
+n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i])
+i = i + 1
 local acked = 0
 while n > 0 do
   local chunk = math.min(n, 5000)
@@ -86,13 +89,16 @@ return acked
 """
 
 
-def _flatten(args: list[Any], records: Sequence[dict[str, Any]]) -> None:
+def _flatten(args: list[Any], records: Sequence[Sequence[Any]]) -> None:
+    """Append ``records`` (flat field/value lists) as the script's count-prefixed section."""
     args.append(len(records))
     for fields in records:
-        args.append(2 * len(fields))
-        for key, value in fields.items():
-            args.append(key)
-            args.append(value)
+        args.append(len(fields))
+        args += fields
+
+
+def _pairs(fields: dict[str, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
 
 
 class StreamNames:
@@ -151,7 +157,7 @@ class Scheduled:
 class Commit:
     """What one flush writes atomically: outcomes, dead letters, schedule changes, then acks."""
 
-    outcomes: list[Outcome]
+    outcomes: list[OutcomeFields]  # see outcomes.outcome_fields
     dead_letters: list[DeadLetter]
     schedule: list[tuple[Scheduled, int]]  # (delivery, due_ms)
     unschedule: list[str]  # leased members now settled
@@ -160,6 +166,18 @@ class Commit:
     @classmethod
     def empty(cls) -> Commit:
         return cls([], [], [], [], [])
+
+    def drain(self) -> Commit:
+        """Move everything out into a new Commit, leaving this one empty (and the same object)."""
+        taken = Commit(self.outcomes, self.dead_letters, self.schedule, self.unschedule, self.acks)
+        self.outcomes, self.dead_letters, self.schedule, self.unschedule, self.acks = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+        return taken
 
     def extend(self, other: Commit) -> None:
         self.outcomes += other.outcomes
@@ -361,8 +379,8 @@ class EventBus:
         """
         names = self.names
         args: list[Any] = [group, self.maxlen]
-        _flatten(args, [o.to_fields() for o in commit.outcomes])
-        _flatten(args, [d.to_fields() for d in commit.dead_letters])
+        _flatten(args, commit.outcomes)
+        _flatten(args, [_pairs(d.to_fields()) for d in commit.dead_letters])
         args.append(len(commit.unschedule))
         args.extend(commit.unschedule)
         args.append(len(commit.schedule))

@@ -19,6 +19,7 @@ from .runner import (
     install_signal_handlers,
     load_worker,
     open_bus,
+    run_loop,
     run_workers,
     start_metrics_server,
 )
@@ -48,7 +49,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         options: dict[str, dict[str, Any]] = {name: {} for name in names}
         if load_worker("gateway") is not None:
             options["gateway"] = {"host": args.host, "port": args.port}
-        asyncio.run(_serve(settings, options))
+        run_loop(_serve(settings, options))
     return 0
 
 
@@ -65,14 +66,14 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     if args.name:
         overrides["name"] = args.name
     start_metrics_server(args.metrics_port)
-    asyncio.run(_serve(settings, {args.worker: overrides}))
+    run_loop(_serve(settings, {args.worker: overrides}))
     return 0
 
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     if load_worker("gateway") is None:
         raise SystemExit("the gateway is not available in this installation")
-    asyncio.run(_serve(settings, {"gateway": {"host": args.host, "port": args.port}}))
+    run_loop(_serve(settings, {"gateway": {"host": args.host, "port": args.port}}))
     return 0
 
 

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -83,12 +83,15 @@ class Consumer:
         # A leased retry is re-offered after this long unless the heartbeat extends it.
         self._lease_ms = max(claim_idle_ms, 1000)
 
-        self._inflight: dict[asyncio.Task[None], tuple[str | None, str | None]] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
         # Work owned by this consumer, from dispatch until its results are written: kept alive
         # by the heartbeat and never reclaimed by ourselves.
         self._inflight_ids: set[str] = set()  # stream entries
         self._inflight_members: set[str] = set()  # leased scheduled deliveries
         self._slot_freed = asyncio.Event()
+        self._slots_wanted = 1
+        # Results waiting to be written. Always the same object (flushes drain it), so a
+        # delivery appends to whatever the next flush will write.
         self._buffer = Commit.empty()
         self._flush_wanted = asyncio.Event()
         self._flushed = asyncio.Event()
@@ -335,21 +338,29 @@ class Consumer:
         self._inflight_ids.add(entry_id)
         self._spawn(self._run_entry(entry_id, fields), entry_id)
 
-    def _spawn(self, coro: Any, entry_id: str | None, member: str | None = None) -> None:
-        task = asyncio.create_task(coro)
-        self._inflight[task] = (entry_id, member)
-        task.add_done_callback(self._task_done)
+    def _spawn(
+        self, work: Coroutine[Any, Any, None], entry_id: str | None, member: str = ""
+    ) -> None:
+        self._inflight.add(asyncio.create_task(self._tracked(work, entry_id, member)))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        entry_id, member = self._inflight.pop(task, (None, None))
-        self._slot_freed.set()
-        failed = task.cancelled() or task.exception() is not None
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("delivery task crashed", exc_info=task.exception())
-        if failed:
+    async def _tracked(
+        self, work: Coroutine[Any, Any, None], entry_id: str | None, member: str
+    ) -> None:
+        """Run one piece of in-flight work and free its slot, whatever happens to it."""
+        try:
+            await work
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._log.error("delivery task crashed", exc_info=exc)
             # Nothing will be recorded for it: release it, so a reclaim can redo it later.
             self._release([entry_id] if entry_id else [], [member] if member else [])
-        # Otherwise it stays owned (heartbeat, no self-reclaim) until its commit is written.
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            # Otherwise it stays owned (heartbeat, no self-reclaim) until its commit is written.
+            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if self.concurrency - len(self._inflight) >= self._slots_wanted:
+                self._slot_freed.set()
 
     def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
         self._inflight_ids.difference_update(entry_ids)
@@ -357,6 +368,7 @@ class Consumer:
 
     async def _wait_for_slot(self, free: int = 1) -> None:
         while self.concurrency - len(self._inflight) < free:
+            self._slots_wanted = free
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
@@ -367,24 +379,38 @@ class Consumer:
         await self._flush()
 
     def _record(self, commit: Commit) -> None:
-        if commit.schedule:
-            soonest = min(due for _, due in commit.schedule)
-            if soonest < self._next_due_ms:
-                self._next_due_ms = soonest
-                self._wake.set()
         self._buffer.extend(commit)
         self._flush_wanted.set()
 
     async def _run_entry(self, entry_id: str, fields: dict[str, str]) -> None:
-        commit = Commit.empty()
-        commit.acks.append(entry_id)
         try:
             event = decode(fields, self.bus.max_event_bytes)
         except DecodeError as exc:
+            commit = Commit.empty()
             self._delivery.poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
+            commit.acks.append(entry_id)
             self._record(commit)
             return
-        await self._delivery.deliver_all(commit, event, fields[WIRE_FIELD], entry_id, None, 1)
+        delivery = self._delivery
+        try:
+            recipients = delivery.channel.recipients(event)
+        except Exception as exc:  # a channel bug must not kill the loop
+            commit = Commit.empty()
+            delivery.poison(commit, entry_id, f"recipients() failed: {exc!r}", fields[WIRE_FIELD])
+            commit.acks.append(entry_id)
+            self._record(commit)
+            return
+        if len(recipients) == 1:
+            # The common case, kept lean: the attempt appends to the shared buffer with no
+            # await after it, so its outcome and this ack land in the same flush.
+            buffer = self._buffer
+            await delivery.attempt(buffer, event, fields[WIRE_FIELD], entry_id, recipients[0], 1)
+            buffer.acks.append(entry_id)
+            self._flush_wanted.set()
+            return
+        commit = Commit.empty()
+        commit.acks.append(entry_id)
+        await delivery.deliver_all(commit, event, fields[WIRE_FIELD], entry_id, recipients, 1)
         self._record(commit)
 
     async def _run_scheduled(self, member: str) -> None:
@@ -397,8 +423,19 @@ class Consumer:
             self._delivery.poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
             self._record(commit)
             return
+        if item.recipient is not None:
+            recipients: Sequence[str] = [item.recipient]
+        else:
+            try:
+                recipients = self.channel.recipients(event)
+            except Exception as exc:  # a channel bug must not kill the loop
+                self._delivery.poison(
+                    commit, item.entry_id, f"recipients() failed: {exc!r}", item.event
+                )
+                self._record(commit)
+                return
         await self._delivery.deliver_all(
-            commit, event, item.event, item.entry_id, item.recipient, item.attempt
+            commit, event, item.event, item.entry_id, recipients, item.attempt
         )
         self._record(commit)
 
@@ -415,7 +452,7 @@ class Consumer:
     async def _flush(self) -> None:
         backoff = 0.05
         while self._buffer:
-            commit, self._buffer = self._buffer, Commit.empty()
+            commit = self._buffer.drain()
             try:
                 await self.bus.commit(self.group, commit, self.group)
                 self._release(commit.acks, commit.unschedule)
@@ -429,16 +466,26 @@ class Consumer:
                     continue
                 # Anything else (OOM, a read-only replica...): keep the results, try again.
                 self._log.error("cannot record results; retrying", error=str(exc))
-                commit.extend(self._buffer)
-                self._buffer = commit
+                self._put_back(commit)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             except _REDIS_DOWN as exc:
                 self._log.warning("cannot record results; retrying", error=str(exc))
-                commit.extend(self._buffer)
-                self._buffer = commit
+                self._put_back(commit)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            else:
+                if commit.schedule:  # wake the timer loop for a retry due sooner
+                    soonest = min(due for _, due in commit.schedule)
+                    if soonest < self._next_due_ms:
+                        self._next_due_ms = soonest
+                        self._wake.set()
+
+    def _put_back(self, commit: Commit) -> None:
+        """Return an unwritten commit to the front of the buffer."""
+        newer = self._buffer.drain()
+        self._buffer.extend(commit)
+        self._buffer.extend(newer)
 
     async def _redis_call(self, awaitable: Any) -> Any:
         """Await a loop-level Redis call; on a connection failure wait and return None."""

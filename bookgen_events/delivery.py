@@ -17,7 +17,7 @@ from .bus import Commit, Scheduled
 from .channel import Channel
 from .errors import Reject, RetryLater
 from .events import Event
-from .outcomes import DeadLetter, Outcome, now_ms
+from .outcomes import DeadLetter, OutcomeFields, Status, now_ms, outcome_fields
 from .ratelimit import RateLimiter
 
 MAX_RETRY_AFTER_S = 86_400.0
@@ -47,6 +47,7 @@ class Delivery:
         log: Any,
     ) -> None:
         self.channel = channel
+        self.name = channel.name
         self.limiter = limiter
         self.schedule = tuple(schedule)
         self.max_retries = max_retries
@@ -57,9 +58,9 @@ class Delivery:
 
     def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
         self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
-        metrics.DEAD_LETTERS.labels(self.channel.name, "true").inc()
+        metrics.DEAD_LETTERS.labels(self.name, "true").inc()
         commit.dead_letters.append(
-            DeadLetter(self.channel.name, entry_id, reason, 0, event=raw, poison=True)
+            DeadLetter(self.name, entry_id, reason, 0, event=raw, poison=True)
         )
 
     async def deliver_all(
@@ -68,17 +69,10 @@ class Delivery:
         event: Event,
         raw: str,
         entry_id: str,
-        recipient: str | None,
+        recipients: Sequence[str],
         attempt: int,
     ) -> None:
-        if recipient is not None:
-            recipients: Sequence[str] = [recipient]
-        else:
-            try:
-                recipients = self.channel.recipients(event)
-            except Exception as exc:  # a channel bug must not kill the loop
-                self.poison(commit, entry_id, f"recipients() failed: {exc!r}", raw)
-                return
+        """Attempt every recipient concurrently; all their records go into ``commit``."""
         if len(recipients) == 1:
             await self.attempt(commit, event, raw, entry_id, recipients[0], attempt)
         elif recipients:
@@ -89,41 +83,35 @@ class Delivery:
     async def attempt(
         self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
     ) -> None:
-        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``."""
+        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``.
 
-        def outcome(status: Any, final: bool, **extra: Any) -> Outcome:
-            return Outcome(
-                event_id=event.id,
-                entry_id=entry_id,
-                channel=self.channel.name,
-                recipient=recipient,
-                status=status,
-                attempt=attempt,
-                final=final,
-                type=event.type.value,
-                job_id=event.job_id or "",
-                user_id=event.user_id or "",
-                **extra,
-            )
-
-        key = self.channel.rate_limit_key(event, recipient)
+        Nothing is awaited once appending has begun, so a caller passing a shared buffer gets
+        all of an attempt's records into one flush.
+        """
+        channel = self.channel
+        key = channel.rate_limit_key(event, recipient)
         if key is not None and self.limiter is not None:
             # If Redis is down this raises: the entry stays pending and is reclaimed later.
             allowed = await self.limiter.hit(
-                self.channel.name, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
+                self.name, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
             )
             if not allowed:
                 self._log.warning(
                     "rate limited", event_id=event.id, type=event.type.value, attempt=attempt
                 )
-                metrics.DELIVERIES.labels(self.channel.name, "rate_limited").inc()
-                commit.outcomes.append(outcome("rate_limited", True, error="rate limit exceeded"))
+                metrics.DELIVERIES.labels(self.name, "rate_limited").inc()
+                commit.outcomes.append(
+                    self._outcome(
+                        event, entry_id, recipient, "rate_limited", attempt, True,
+                        error="rate limit exceeded",
+                    )
+                )  # fmt: skip
                 return
 
         started = time.perf_counter()
         failure: RetryLater | Reject
         try:
-            status_code = await self.channel.deliver(event, recipient)
+            status_code = await channel.deliver(event, recipient)
         except (RetryLater, Reject) as exc:
             failure = exc
         except asyncio.CancelledError:
@@ -133,22 +121,58 @@ class Delivery:
             failure = RetryLater(f"{type(exc).__name__}: {exc}")
         else:
             duration = time.perf_counter() - started
-            latency = time.time() - event.occurred_at.timestamp()
+            now = time.time()
+            latency = now - event.occurred_at.timestamp()
             self._delivered_metric.inc()
-            self._latency_metric.observe(max(latency, 0.0))
+            self._latency_metric.observe(latency if latency > 0 else 0.0)
             commit.outcomes.append(
-                outcome(
-                    "delivered",
-                    True,
-                    status_code=status_code,
-                    duration_ms=duration * 1000,
-                    latency_ms=latency * 1000,
+                self._outcome(
+                    event, entry_id, recipient, "delivered", attempt, True,
+                    status_code=status_code, duration_ms=duration * 1000,
+                    latency_ms=latency * 1000, at_ms=int(now * 1000),
                 )
-            )
+            )  # fmt: skip
             return
+        self._failed(commit, event, raw, entry_id, recipient, attempt, failure, started)
 
+    def _outcome(
+        self,
+        event: Event,
+        entry_id: str,
+        recipient: str,
+        status: Status,
+        attempt: int,
+        final: bool,
+        **extra: Any,
+    ) -> OutcomeFields:
+        return outcome_fields(
+            event.id,
+            entry_id,
+            self.name,
+            recipient,
+            status,
+            attempt,
+            final,
+            event.type.value,
+            event.job_id or "",
+            event.user_id or "",
+            **extra,
+        )
+
+    def _failed(
+        self,
+        commit: Commit,
+        event: Event,
+        raw: str,
+        entry_id: str,
+        recipient: str,
+        attempt: int,
+        failure: RetryLater | Reject,
+        started: float,
+    ) -> None:
+        """Record a failed attempt: a retry on the schedule, or a dead letter after the last."""
         duration_ms = (time.perf_counter() - started) * 1000
-        metrics.DELIVERIES.labels(self.channel.name, "failed").inc()
+        metrics.DELIVERIES.labels(self.name, "failed").inc()
         bound = self._log.bind(event_id=event.id, type=event.type.value, attempt=attempt)
         if isinstance(failure, RetryLater) and attempt <= self.max_retries:
             delay = retry_delay(self.schedule, attempt)
@@ -156,33 +180,27 @@ class Delivery:
                 delay = max(delay, min(failure.delay, MAX_RETRY_AFTER_S))
             due = now_ms() + int(delay * 1000)
             commit.schedule.append((Scheduled(raw, entry_id, attempt + 1, recipient, "retry"), due))
-            metrics.RETRIES_SCHEDULED.labels(self.channel.name).inc()
+            metrics.RETRIES_SCHEDULED.labels(self.name).inc()
             bound.info("delivery failed, retry scheduled", reason=failure.reason, delay_s=delay)
             commit.outcomes.append(
-                outcome(
-                    "failed",
-                    False,
-                    error=failure.reason,
-                    status_code=failure.status_code,
-                    duration_ms=duration_ms,
-                    retry_at_ms=due,
+                self._outcome(
+                    event, entry_id, recipient, "failed", attempt, False,
+                    error=failure.reason, status_code=failure.status_code,
+                    duration_ms=duration_ms, retry_at_ms=due,
                 )
-            )
+            )  # fmt: skip
             return
         reason = failure.reason
         if isinstance(failure, RetryLater):
             reason = f"gave up after {attempt} attempts: {reason}"
         bound.warning("delivery dead-lettered", reason=reason)
-        metrics.DEAD_LETTERS.labels(self.channel.name, "false").inc()
+        metrics.DEAD_LETTERS.labels(self.name, "false").inc()
         commit.dead_letters.append(
-            DeadLetter(self.channel.name, entry_id, reason, attempt, event.id, recipient, raw)
+            DeadLetter(self.name, entry_id, reason, attempt, event.id, recipient, raw)
         )
         commit.outcomes.append(
-            outcome(
-                "failed",
-                True,
-                error=reason,
-                status_code=failure.status_code,
-                duration_ms=duration_ms,
+            self._outcome(
+                event, entry_id, recipient, "failed", attempt, True,
+                error=reason, status_code=failure.status_code, duration_ms=duration_ms,
             )
-        )
+        )  # fmt: skip

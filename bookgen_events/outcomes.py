@@ -16,6 +16,58 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+OutcomeFields = list[str | int | float]
+
+
+def outcome_fields(
+    event_id: str,
+    entry_id: str,
+    channel: str,
+    recipient: str,
+    status: Status,
+    attempt: int,
+    final: bool,
+    type_: str,
+    job_id: str,
+    user_id: str = "",
+    *,
+    error: str = "",
+    status_code: int | None = None,
+    duration_ms: float = 0.0,
+    latency_ms: float | None = None,
+    retry_at_ms: int | None = None,
+    at_ms: int = 0,
+) -> OutcomeFields:
+    """An outcome entry as XADD's flat field/value list; :class:`Outcome` reads it back.
+
+    Built directly rather than through an :class:`Outcome`: it runs once per delivery.
+    """
+    out: OutcomeFields = [
+        "event_id", event_id,
+        "entry_id", entry_id,
+        "channel", channel,
+        "recipient", recipient,
+        "status", status,
+        "attempt", attempt,
+        "final", 1 if final else 0,
+        "type", type_,
+        "job_id", job_id,
+        "duration_ms", round(duration_ms, 3),
+        "at_ms", at_ms or now_ms(),
+    ]  # fmt: skip
+    if user_id:
+        out += ("user_id", user_id)
+    if error:
+        out += ("error", error)
+    if status_code is not None:
+        out += ("status_code", status_code)
+    if latency_ms is not None:
+        out += ("latency_ms", round(latency_ms, 3))
+    if retry_at_ms is not None:
+        out += ("retry_at_ms", retry_at_ms)
+    return out
+
+
 @dataclass(slots=True)  # not frozen: frozen dataclasses set each field via object.__setattr__
 class Outcome:
     """One delivery attempt of one event to one recipient on one channel.
@@ -41,32 +93,25 @@ class Outcome:
     retry_at_ms: int | None = None
     at_ms: int = field(default_factory=now_ms)
 
-    def to_fields(self) -> dict[str, str | int | float]:
-        # Hand-written rather than asdict(): this runs once per delivery on the hot path.
-        out: dict[str, str | int | float] = {
-            "event_id": self.event_id,
-            "entry_id": self.entry_id,
-            "channel": self.channel,
-            "recipient": self.recipient,
-            "status": self.status,
-            "attempt": self.attempt,
-            "final": int(self.final),
-            "type": self.type,
-            "job_id": self.job_id,
-            "duration_ms": round(self.duration_ms, 3),
-            "at_ms": self.at_ms,
-        }
-        if self.user_id:
-            out["user_id"] = self.user_id
-        if self.error:
-            out["error"] = self.error
-        if self.status_code is not None:
-            out["status_code"] = self.status_code
-        if self.latency_ms is not None:
-            out["latency_ms"] = round(self.latency_ms, 3)
-        if self.retry_at_ms is not None:
-            out["retry_at_ms"] = self.retry_at_ms
-        return out
+    def to_fields(self) -> OutcomeFields:
+        return outcome_fields(
+            self.event_id,
+            self.entry_id,
+            self.channel,
+            self.recipient,
+            self.status,
+            self.attempt,
+            self.final,
+            self.type,
+            self.job_id,
+            self.user_id,
+            error=self.error,
+            status_code=self.status_code,
+            duration_ms=self.duration_ms,
+            latency_ms=self.latency_ms,
+            retry_at_ms=self.retry_at_ms,
+            at_ms=self.at_ms,
+        )
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Outcome:

@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
 
@@ -35,6 +35,20 @@ WORKERS = {
 }
 
 Serve = Callable[..., Coroutine[Any, Any, None]]
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's event loop: uvloop where it is installed, else asyncio's own.
+
+    uvloop schedules tasks and callbacks in C; the consumer runtime, which runs a task per
+    delivery, measured 10-15 % more deliveries/s on it (bench/consume.py).
+    """
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform (Windows)
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def load_worker(name: str) -> Serve | None:
