@@ -22,7 +22,7 @@ from bench._common import Timer, report, run_bench, scratch_redis
 from bookgen_events import Consumer, Event, EventBus
 from bookgen_events.bus import Commit
 from bookgen_events.events import decode
-from bookgen_events.outcomes import outcome_fields
+from bookgen_events.outcomes import outcome_record
 
 
 class NoopChannel:
@@ -84,7 +84,7 @@ async def floor(bus: EventBus, n: int) -> float:
             commit = Commit.empty()
             for entry_id, fields in await bus.read_group("floor", "c", count=100, block_ms=None):
                 event = decode(fields)
-                outcome = outcome_fields(
+                outcome = outcome_record(
                     event.id,
                     entry_id,
                     "floor",

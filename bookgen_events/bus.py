@@ -22,7 +22,7 @@ from redis.exceptions import ResponseError
 
 from .connection import command, run_script, run_script_many
 from .events import WIRE_FIELD, Event, encode, make_event
-from .outcomes import DeadLetter, OutcomeFields, now_ms
+from .outcomes import OUTCOME_ALWAYS, OUTCOME_FIELDS, DeadLetter, OutcomeRecord, now_ms
 
 Entry = tuple[str, dict[str, str]]
 
@@ -51,25 +51,36 @@ return ids
 # Atomic like MULTI/EXEC, but one command and one reply: redis-py parses a +QUEUED reply per
 # command of a transaction in Python, which costs more than the writes themselves.
 # KEYS: deliveries, dlq, scheduled, acked stream. ARGV: group, maxlen, then five sections,
-# each a count followed by its items: outcomes and dead letters as (n, field, value, ...),
-# members to unschedule, (score, member) pairs to schedule, and ids to ack.
-_COMMIT = """
+# each a count followed by its items: outcomes as fixed-width records (the values of
+# OUTCOME_FIELDS, which the script names), dead letters as (n, field, value, ...), members to
+# unschedule, (score, member) pairs to schedule, and ids to ack.
+_COMMIT = (
+    "local names = {'"
+    + "', '".join(OUTCOME_FIELDS)
+    + f"'}}\nlocal width, always = {len(OUTCOME_FIELDS)}, {OUTCOME_ALWAYS}\n"
+    + """
 local i = 3
-local function entries(key, maxlen)
-  local count = tonumber(ARGV[i])
-  i = i + 1
-  for _ = 1, count do
-    local n = tonumber(ARGV[i])
-    if maxlen then
-      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + n))
-    else
-      redis.call('XADD', key, '*', unpack(ARGV, i + 1, i + n))
+local count = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, count do
+  local args = {}
+  for j = 1, width do
+    local v = ARGV[i + j - 1]
+    if j <= always or v ~= '' then
+      args[#args + 1] = names[j]
+      args[#args + 1] = v
     end
-    i = i + n + 1
   end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(args))
+  i = i + width
 end
-entries(KEYS[1], ARGV[2])
-entries(KEYS[2], nil)
+count = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, count do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
 local n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
@@ -87,6 +98,7 @@ while n > 0 do
 end
 return acked
 """
+)
 
 
 def _flatten(args: list[Any], records: Sequence[Sequence[Any]]) -> None:
@@ -157,7 +169,7 @@ class Scheduled:
 class Commit:
     """What one flush writes atomically: outcomes, dead letters, schedule changes, then acks."""
 
-    outcomes: list[OutcomeFields]  # see outcomes.outcome_fields
+    outcomes: list[OutcomeRecord]
     dead_letters: list[DeadLetter]
     schedule: list[tuple[Scheduled, int]]  # (delivery, due_ms)
     unschedule: list[str]  # leased members now settled
@@ -379,7 +391,9 @@ class EventBus:
         """
         names = self.names
         args: list[Any] = [group, self.maxlen]
-        _flatten(args, commit.outcomes)
+        args.append(len(commit.outcomes))
+        for record in commit.outcomes:
+            args += record
         _flatten(args, [_pairs(d.to_fields()) for d in commit.dead_letters])
         args.append(len(commit.unschedule))
         args.extend(commit.unschedule)

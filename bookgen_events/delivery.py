@@ -17,7 +17,7 @@ from .bus import Commit, Scheduled
 from .channel import Channel
 from .errors import Reject, RetryLater
 from .events import Event
-from .outcomes import DeadLetter, OutcomeFields, Status, now_ms, outcome_fields
+from .outcomes import DeadLetter, OutcomeRecord, Status, now_ms, outcome_record
 from .ratelimit import RateLimiter
 
 MAX_RETRY_AFTER_S = 86_400.0
@@ -53,8 +53,7 @@ class Delivery:
         self.max_retries = max_retries
         self.per_minute, self.per_hour = rate_limits
         self._log = log
-        self._delivered_metric = metrics.DELIVERIES.labels(channel.name, "delivered")
-        self._latency_metric = metrics.DELIVERY_LATENCY.labels(channel.name)
+        self._tally = metrics.DELIVERIES.channel(channel.name)
 
     def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
         self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
@@ -99,7 +98,7 @@ class Delivery:
                 self._log.warning(
                     "rate limited", event_id=event.id, type=event.type.value, attempt=attempt
                 )
-                metrics.DELIVERIES.labels(self.name, "rate_limited").inc()
+                self._tally.count("rate_limited")
                 commit.outcomes.append(
                     self._outcome(
                         event, entry_id, recipient, "rate_limited", attempt, True,
@@ -123,8 +122,7 @@ class Delivery:
             duration = time.perf_counter() - started
             now = time.time()
             latency = now - event.occurred_at.timestamp()
-            self._delivered_metric.inc()
-            self._latency_metric.observe(latency if latency > 0 else 0.0)
+            self._tally.delivered(latency if latency > 0 else 0.0)
             commit.outcomes.append(
                 self._outcome(
                     event, entry_id, recipient, "delivered", attempt, True,
@@ -144,8 +142,8 @@ class Delivery:
         attempt: int,
         final: bool,
         **extra: Any,
-    ) -> OutcomeFields:
-        return outcome_fields(
+    ) -> OutcomeRecord:
+        return outcome_record(
             event.id,
             entry_id,
             self.name,
@@ -172,7 +170,7 @@ class Delivery:
     ) -> None:
         """Record a failed attempt: a retry on the schedule, or a dead letter after the last."""
         duration_ms = (time.perf_counter() - started) * 1000
-        metrics.DELIVERIES.labels(self.name, "failed").inc()
+        self._tally.count("failed")
         bound = self._log.bind(event_id=event.id, type=event.type.value, attempt=attempt)
         if isinstance(failure, RetryLater) and attempt <= self.max_retries:
             delay = retry_delay(self.schedule, attempt)

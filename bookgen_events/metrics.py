@@ -4,32 +4,85 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-DELIVERIES = Counter(
-    "bookgen_deliveries_total", "Delivery attempts by channel and outcome", ["channel", "status"]
-)
 RETRIES_SCHEDULED = Counter(
     "bookgen_retries_scheduled_total", "Failed attempts scheduled for a retry", ["channel"]
 )
 DEAD_LETTERS = Counter(
     "bookgen_dead_letters_total", "Entries dead-lettered by this process", ["channel", "poison"]
 )
-DELIVERY_LATENCY = Histogram(
-    "bookgen_delivery_latency_seconds",
-    "From the event's occurred_at to a successful delivery",
-    ["channel"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200),
-)
-ATTEMPT_DURATION = Histogram(
-    "bookgen_attempt_duration_seconds",
-    "Duration of one delivery attempt",
-    ["channel"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-INFLIGHT = Gauge("bookgen_consumer_inflight", "Entries being processed", ["channel"])
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
+
+
+class ChannelTally:
+    """One channel's delivery counts and latency histogram, kept in plain numbers.
+
+    Every delivery updates it, so it costs a dict increment and a bisect rather than
+    prometheus-client's locked values (~2 µs a delivery for a counter and a histogram, a
+    sixth of the consumer runtime's whole cost per delivery). A consumer runs on one thread;
+    a scrape from the metrics-server thread reads copies.
+    """
+
+    __slots__ = ("buckets", "counts", "latency_sum")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+
+    def count(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+    def delivered(self, latency_s: float) -> None:
+        """A successful delivery, ``latency_s`` after its event occurred."""
+        self.counts["delivered"] = self.counts.get("delivered", 0) + 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+        self.latency_sum += latency_s
+
+
+class DeliveryTallies(Collector):
+    """``bookgen_deliveries_total`` and ``bookgen_delivery_latency_seconds`` at scrape time."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, ChannelTally] = {}
+
+    def channel(self, name: str) -> ChannelTally:
+        return self._channels.setdefault(name, ChannelTally())
+
+    def collect(self) -> Iterator[Metric]:
+        counts = CounterMetricFamily(
+            "bookgen_deliveries",
+            "Delivery attempts by channel and outcome",
+            labels=["channel", "status"],
+        )
+        latency = HistogramMetricFamily(
+            "bookgen_delivery_latency_seconds",
+            "From the event's occurred_at to a successful delivery",
+            labels=["channel"],
+        )
+        for name, tally in list(self._channels.items()):
+            for status, n in list(tally.counts.items()):
+                counts.add_metric([name, status], n)
+            buckets = list(tally.buckets)
+            bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+            latency.add_metric(
+                [name], list(zip(bounds, accumulate(buckets), strict=True)), tally.latency_sum
+            )
+        yield counts
+        yield latency
+
+
+DELIVERIES = DeliveryTallies()
+REGISTRY.register(DELIVERIES)
 
 # Stream-level gauges, refreshed from Redis by every worker process (cheap: a few commands
 # every few seconds), so whichever process is scraped tells the whole deployment's state.

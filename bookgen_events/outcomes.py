@@ -16,10 +16,21 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-OutcomeFields = list[str | int | float]
+#: The fields of an outcome entry, in the order of an :data:`OutcomeRecord`. The first
+#: eleven are always written; the others only when not empty.
+OUTCOME_FIELDS = (
+    "event_id", "entry_id", "channel", "recipient", "status", "attempt", "final", "type",
+    "job_id", "duration_ms", "at_ms", "user_id", "error", "status_code", "latency_ms",
+    "retry_at_ms",
+)  # fmt: skip
+OUTCOME_ALWAYS = 11
+
+#: An outcome as the commit script takes it: the values of ``OUTCOME_FIELDS``, "" for none.
+#: The script adds the field names, so a delivery sends 16 values rather than 32 words.
+OutcomeRecord = list[str | int | float]
 
 
-def outcome_fields(
+def outcome_record(
     event_id: str,
     entry_id: str,
     channel: str,
@@ -37,35 +48,18 @@ def outcome_fields(
     latency_ms: float | None = None,
     retry_at_ms: int | None = None,
     at_ms: int = 0,
-) -> OutcomeFields:
-    """An outcome entry as XADD's flat field/value list; :class:`Outcome` reads it back.
+) -> OutcomeRecord:
+    """One outcome, ready for the commit script; :meth:`Outcome.from_fields` reads it back.
 
     Built directly rather than through an :class:`Outcome`: it runs once per delivery.
     """
-    out: OutcomeFields = [
-        "event_id", event_id,
-        "entry_id", entry_id,
-        "channel", channel,
-        "recipient", recipient,
-        "status", status,
-        "attempt", attempt,
-        "final", 1 if final else 0,
-        "type", type_,
-        "job_id", job_id,
-        "duration_ms", round(duration_ms, 3),
-        "at_ms", at_ms or now_ms(),
+    return [
+        event_id, entry_id, channel, recipient, status, attempt, 1 if final else 0, type_,
+        job_id, round(duration_ms, 3), at_ms or now_ms(), user_id, error,
+        "" if status_code is None else status_code,
+        "" if latency_ms is None else round(latency_ms, 3),
+        "" if retry_at_ms is None else retry_at_ms,
     ]  # fmt: skip
-    if user_id:
-        out += ("user_id", user_id)
-    if error:
-        out += ("error", error)
-    if status_code is not None:
-        out += ("status_code", status_code)
-    if latency_ms is not None:
-        out += ("latency_ms", round(latency_ms, 3))
-    if retry_at_ms is not None:
-        out += ("retry_at_ms", retry_at_ms)
-    return out
 
 
 @dataclass(slots=True)  # not frozen: frozen dataclasses set each field via object.__setattr__
@@ -93,8 +87,8 @@ class Outcome:
     retry_at_ms: int | None = None
     at_ms: int = field(default_factory=now_ms)
 
-    def to_fields(self) -> OutcomeFields:
-        return outcome_fields(
+    def record(self) -> OutcomeRecord:
+        return outcome_record(
             self.event_id,
             self.entry_id,
             self.channel,

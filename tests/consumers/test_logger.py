@@ -123,9 +123,7 @@ async def test_full_life_cycle(bus: EventBus, log_settings: Settings, prefix: st
     # Replays: every outcome again, oldest last, then a rebuild: the table does not change.
     before = snapshot(url)
     outcomes = [Outcome.from_fields(f) for _, f in await bus.range(stream=bus.names.deliveries)]
-    await bus.commit(
-        "test", Commit([o.to_fields() for o in outcomes[::-1]], [], [], [], []), "test"
-    )
+    await bus.commit("test", Commit([o.record() for o in outcomes[::-1]], [], [], [], []), "test")
     await project(logger)
     assert await rebuild(bus, log_settings) == {
         "events": 6,
@@ -152,7 +150,7 @@ async def test_outcome_before_its_event(bus: EventBus, log_settings: Settings) -
     outcome = Outcome(
         "ev-early", "1-1", "webhook", url_for("7"), "delivered", 2, True, "completion", "7"
     )
-    await bus.commit("test", Commit([outcome.to_fields()], [], [], [], []), "test")
+    await bus.commit("test", Commit([outcome.record()], [], [], [], []), "test")
     logger = NotificationLogger.from_settings(bus, log_settings)
     await logger.start()
     await project(logger)

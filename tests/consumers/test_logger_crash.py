@@ -62,7 +62,7 @@ async def test_killed_mid_batch_then_restarted_table_exact(
         Outcome(event.id, eid, "webhook", event.webhook_url or "", "delivered", 1, True)
         for eid, event in first_50
     ]
-    await bus.commit("test", Commit([o.to_fields() for o in outcomes], [], [], [], []), "test")
+    await bus.commit("test", Commit([o.record() for o in outcomes], [], [], [], []), "test")
 
     first = start(env, tmp_path / "logger-1.log")
     try:

@@ -266,7 +266,7 @@ async def test_sigkill_mid_batch_loses_nothing(bus: EventBus, redis_url: str) ->
 
     def start(name: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.core.consumer_proc", redis_url, prefix, name, "0.01"],
+            [sys.executable, "-m", "tests.core.consumer_proc", redis_url, prefix, name, "0.05"],
             cwd=ROOT, env={**os.environ, "LOG_LEVEL": "WARNING"},
         )  # fmt: skip
 
