@@ -33,7 +33,7 @@ from .bus import Commit, Entry, EventBus, Scheduled
 from .channel import Channel
 from .delivery import Delivery
 from .errors import DecodeError
-from .events import WIRE_FIELD, decode
+from .events import WIRE_FIELD, Event, decode
 from .logs import get_logger
 from .outcomes import now_ms
 from .ratelimit import RateLimiter
@@ -322,7 +322,7 @@ class Consumer:
             self._next_due_ms = now_ms()  # maybe more due: look again next cycle
         for member in members:
             self._inflight_members.add(member)
-            self._spawn(self._run_scheduled(member), None, member)
+            self._spawn(self._run_scheduled(member), member)
         return len(members)
 
     async def _anything_due(self) -> bool:
@@ -334,33 +334,82 @@ class Consumer:
     # -- in-flight work ----------------------------------------------------------------------
 
     def _dispatch_entry(self, entry: Entry) -> None:
+        """Decode an entry and start its delivery; poison and no-recipient entries need no task."""
         entry_id, fields = entry
         self._inflight_ids.add(entry_id)
-        self._spawn(self._run_entry(entry_id, fields), entry_id)
+        try:
+            event = decode(fields, self.bus.max_event_bytes)
+        except DecodeError as exc:
+            self._ack_now(entry_id, str(exc), json.dumps(fields, default=str))
+            return
+        raw = fields[WIRE_FIELD]
+        try:
+            recipients = self.channel.recipients(event)
+        except Exception as exc:  # a channel bug must not kill the loop
+            self._ack_now(entry_id, f"recipients() failed: {exc!r}", raw)
+            return
+        if not recipients:
+            self._ack_now(entry_id)
+            return
+        task = asyncio.create_task(self._deliver_entry(entry_id, event, raw, recipients))
+        self._inflight.add(task)
 
-    def _spawn(
-        self, work: Coroutine[Any, Any, None], entry_id: str | None, member: str = ""
-    ) -> None:
-        self._inflight.add(asyncio.create_task(self._tracked(work, entry_id, member)))
+    def _ack_now(self, entry_id: str, poison: str | None = None, raw: str = "") -> None:
+        """Settle an entry with nothing to deliver: ack it, dead-lettered first if poison."""
+        commit = Commit.empty()
+        if poison is not None:
+            self._delivery.poison(commit, entry_id, poison, raw)
+        commit.acks.append(entry_id)
+        self._record(commit)
 
-    async def _tracked(
-        self, work: Coroutine[Any, Any, None], entry_id: str | None, member: str
-    ) -> None:
-        """Run one piece of in-flight work and free its slot, whatever happens to it."""
+    def _spawn(self, work: Coroutine[Any, Any, None], member: str) -> None:
+        self._inflight.add(asyncio.create_task(self._tracked(work, member)))
+
+    async def _tracked(self, work: Coroutine[Any, Any, None], member: str) -> None:
+        """Run one scheduled delivery and free its slot, whatever happens to it."""
         try:
             await work
         except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self._log.error("delivery task crashed", exc_info=exc)
-            # Nothing will be recorded for it: release it, so a reclaim can redo it later.
-            self._release([entry_id] if entry_id else [], [member] if member else [])
+            self._crashed(exc, None, member)
             if not isinstance(exc, Exception):
                 raise
         finally:
-            # Otherwise it stays owned (heartbeat, no self-reclaim) until its commit is written.
-            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
-            if self.concurrency - len(self._inflight) >= self._slots_wanted:
-                self._slot_freed.set()
+            self._finished()
+
+    async def _deliver_entry(
+        self, entry_id: str, event: Event, raw: str, recipients: Sequence[str]
+    ) -> None:
+        try:
+            if len(recipients) == 1:
+                # The common case, kept lean: the attempt appends to the shared buffer with
+                # no await after it, so its outcome and this ack land in the same flush.
+                buffer = self._buffer
+                await self._delivery.attempt(buffer, event, raw, entry_id, recipients[0], 1)
+                buffer.acks.append(entry_id)
+                self._flush_wanted.set()
+            else:
+                commit = Commit.empty()
+                commit.acks.append(entry_id)
+                await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
+                self._record(commit)
+        except BaseException as exc:
+            self._crashed(exc, entry_id, "")
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._finished()
+
+    def _crashed(self, exc: BaseException, entry_id: str | None, member: str) -> None:
+        if not isinstance(exc, asyncio.CancelledError):
+            self._log.error("delivery task crashed", exc_info=exc)
+        # Nothing will be recorded for it: release it, so a reclaim can redo it later.
+        self._release([entry_id] if entry_id else [], [member] if member else [])
+
+    def _finished(self) -> None:
+        # A finished entry stays owned (heartbeat, no self-reclaim) until its commit is written.
+        self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+        if self.concurrency - len(self._inflight) >= self._slots_wanted:
+            self._slot_freed.set()
 
     def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
         self._inflight_ids.difference_update(entry_ids)
@@ -381,37 +430,6 @@ class Consumer:
     def _record(self, commit: Commit) -> None:
         self._buffer.extend(commit)
         self._flush_wanted.set()
-
-    async def _run_entry(self, entry_id: str, fields: dict[str, str]) -> None:
-        try:
-            event = decode(fields, self.bus.max_event_bytes)
-        except DecodeError as exc:
-            commit = Commit.empty()
-            self._delivery.poison(commit, entry_id, str(exc), json.dumps(fields, default=str))
-            commit.acks.append(entry_id)
-            self._record(commit)
-            return
-        delivery = self._delivery
-        try:
-            recipients = delivery.channel.recipients(event)
-        except Exception as exc:  # a channel bug must not kill the loop
-            commit = Commit.empty()
-            delivery.poison(commit, entry_id, f"recipients() failed: {exc!r}", fields[WIRE_FIELD])
-            commit.acks.append(entry_id)
-            self._record(commit)
-            return
-        if len(recipients) == 1:
-            # The common case, kept lean: the attempt appends to the shared buffer with no
-            # await after it, so its outcome and this ack land in the same flush.
-            buffer = self._buffer
-            await delivery.attempt(buffer, event, fields[WIRE_FIELD], entry_id, recipients[0], 1)
-            buffer.acks.append(entry_id)
-            self._flush_wanted.set()
-            return
-        commit = Commit.empty()
-        commit.acks.append(entry_id)
-        await delivery.deliver_all(commit, event, fields[WIRE_FIELD], entry_id, recipients, 1)
-        self._record(commit)
 
     async def _run_scheduled(self, member: str) -> None:
         commit = Commit.empty()

