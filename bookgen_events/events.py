@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -145,10 +145,15 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_ZERO = timedelta(0)
+
+
 def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    offset = value.utcoffset()
+    if offset is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    # Already UTC (as every decoded "...Z" is): keep it rather than build a new datetime.
+    return value if offset == _ZERO else value.astimezone(UTC)
 
 
 def _data_for_type(value: Any, handler: Any, info: ValidationInfo) -> Any:
