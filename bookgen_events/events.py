@@ -223,7 +223,7 @@ class Event(BaseModel):
 
 # One subclass per type, its payload model declared rather than chosen by a Python
 # validator: a union tagged by ``type`` then validates an event in pydantic-core alone
-# (2.3 µs against 5.5 µs per event, on a consumer's hot path).
+# (~3 µs against ~6 µs to decode an event, on a consumer's hot path).
 class ProgressEvent(Event):
     type: Literal[EventType.PROGRESS_UPDATE]
     data: ProgressData
