@@ -182,13 +182,8 @@ class Commit:
     def drain(self) -> Commit:
         """Move everything out into a new Commit, leaving this one empty (and the same object)."""
         taken = Commit(self.outcomes, self.dead_letters, self.schedule, self.unschedule, self.acks)
-        self.outcomes, self.dead_letters, self.schedule, self.unschedule, self.acks = (
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
+        self.outcomes, self.dead_letters, self.schedule = [], [], []
+        self.unschedule, self.acks = [], []
         return taken
 
     def extend(self, other: Commit) -> None:
