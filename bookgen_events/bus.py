@@ -101,18 +101,6 @@ return acked
 )
 
 
-def _flatten(args: list[Any], records: Sequence[Sequence[Any]]) -> None:
-    """Append ``records`` (flat field/value lists) as the script's count-prefixed section."""
-    args.append(len(records))
-    for fields in records:
-        args.append(len(fields))
-        args += fields
-
-
-def _pairs(fields: dict[str, Any]) -> list[Any]:
-    return [item for pair in fields.items() for item in pair]
-
-
 class StreamNames:
     """Every Redis key of one deployment, derived from ``STREAM_PREFIX``."""
 
@@ -389,7 +377,11 @@ class EventBus:
         args.append(len(commit.outcomes))
         for record in commit.outcomes:
             args += record
-        _flatten(args, [_pairs(d.to_fields()) for d in commit.dead_letters])
+        args.append(len(commit.dead_letters))
+        for letter in commit.dead_letters:
+            fields = [item for pair in letter.to_fields().items() for item in pair]
+            args.append(len(fields))
+            args += fields
         args.append(len(commit.unschedule))
         args.extend(commit.unschedule)
         args.append(len(commit.schedule))

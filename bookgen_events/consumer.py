@@ -1,6 +1,7 @@
 """The consumer runtime: one consumer-group loop that every delivery channel runs on.
 
-Reading, bounded concurrency, acks, reclaims, leases and the retry clock live here; a :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
+Reading, bounded concurrency, acks, reclaims, leases and the retry clock live here; a
+:class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
 
 Retries go to a per-channel sorted set (``bookgen:scheduled:<channel>``) rather than staying
 in the PEL: each (event, recipient) keeps its own attempt count and due time, a retry in five
@@ -94,7 +95,6 @@ class Consumer:
         # delivery appends to whatever the next flush will write.
         self._buffer = Commit.empty()
         self._flush_wanted = asyncio.Event()
-        self._flushed = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self._stopping = asyncio.Event()
@@ -322,7 +322,7 @@ class Consumer:
             self._next_due_ms = now_ms()  # maybe more due: look again next cycle
         for member in members:
             self._inflight_members.add(member)
-            self._spawn(self._run_scheduled(member), member)
+            self._spawn(self._run_scheduled(member), member=member)
         return len(members)
 
     async def _anything_due(self) -> bool:
@@ -343,16 +343,18 @@ class Consumer:
             self._ack_now(entry_id, str(exc), json.dumps(fields, default=str))
             return
         raw = fields[WIRE_FIELD]
-        try:
-            recipients = self.channel.recipients(event)
-        except Exception as exc:  # a channel bug must not kill the loop
-            self._ack_now(entry_id, f"recipients() failed: {exc!r}", raw)
-            return
+        recipients, failure = self._recipients(event)
         if not recipients:
-            self._ack_now(entry_id)
+            self._ack_now(entry_id, failure, raw)
             return
-        task = asyncio.create_task(self._deliver_entry(entry_id, event, raw, recipients))
-        self._inflight.add(task)
+        self._spawn(self._deliver_entry(entry_id, event, raw, recipients), entry_id=entry_id)
+
+    def _recipients(self, event: Event) -> tuple[Sequence[str], str | None]:
+        """Who the channel delivers ``event`` to, or nobody and why if the channel raised."""
+        try:
+            return self.channel.recipients(event), None
+        except Exception as exc:  # a channel bug must not kill the loop
+            return (), f"recipients() failed: {exc!r}"
 
     def _ack_now(self, entry_id: str, poison: str | None = None, raw: str = "") -> None:
         """Settle an entry with nothing to deliver: ack it, dead-lettered first if poison."""
@@ -362,54 +364,43 @@ class Consumer:
         commit.acks.append(entry_id)
         self._record(commit)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], member: str) -> None:
-        self._inflight.add(asyncio.create_task(self._tracked(work, member)))
+    def _spawn(
+        self, work: Coroutine[Any, Any, None], *, entry_id: str = "", member: str = ""
+    ) -> None:
+        self._inflight.add(asyncio.create_task(self._tracked(work, entry_id, member)))
 
-    async def _tracked(self, work: Coroutine[Any, Any, None], member: str) -> None:
-        """Run one scheduled delivery and free its slot, whatever happens to it."""
+    async def _tracked(self, work: Coroutine[Any, Any, None], entry_id: str, member: str) -> None:
+        """Run one delivery task and free its slot, whatever happens to it."""
         try:
             await work
         except BaseException as exc:
-            self._crashed(exc, None, member)
+            if not isinstance(exc, asyncio.CancelledError):
+                self._log.error("delivery task crashed", exc_info=exc)
+            # Nothing will be recorded for it: release it, so a reclaim can redo it later.
+            self._release([entry_id] if entry_id else [], [member] if member else [])
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._finished()
+            # Finished work stays owned (heartbeat, no self-reclaim) until its commit is written.
+            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if self.concurrency - len(self._inflight) >= self._slots_wanted:
+                self._slot_freed.set()
 
     async def _deliver_entry(
         self, entry_id: str, event: Event, raw: str, recipients: Sequence[str]
     ) -> None:
-        try:
-            if len(recipients) == 1:
-                # The common case, kept lean: the attempt appends to the shared buffer with
-                # no await after it, so its outcome and this ack land in the same flush.
-                buffer = self._buffer
-                await self._delivery.attempt(buffer, event, raw, entry_id, recipients[0], 1)
-                buffer.acks.append(entry_id)
-                self._flush_wanted.set()
-            else:
-                commit = Commit.empty()
-                commit.acks.append(entry_id)
-                await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
-                self._record(commit)
-        except BaseException as exc:
-            self._crashed(exc, entry_id, "")
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._finished()
-
-    def _crashed(self, exc: BaseException, entry_id: str | None, member: str) -> None:
-        if not isinstance(exc, asyncio.CancelledError):
-            self._log.error("delivery task crashed", exc_info=exc)
-        # Nothing will be recorded for it: release it, so a reclaim can redo it later.
-        self._release([entry_id] if entry_id else [], [member] if member else [])
-
-    def _finished(self) -> None:
-        # A finished entry stays owned (heartbeat, no self-reclaim) until its commit is written.
-        self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
-        if self.concurrency - len(self._inflight) >= self._slots_wanted:
-            self._slot_freed.set()
+        if len(recipients) == 1:
+            # The common case, kept lean: the attempt appends to the shared buffer with no
+            # await after it, so its outcome and this ack land in the same flush.
+            buffer = self._buffer
+            await self._delivery.attempt(buffer, event, raw, entry_id, recipients[0], 1)
+            buffer.acks.append(entry_id)
+            self._flush_wanted.set()
+        else:
+            commit = Commit.empty()
+            commit.acks.append(entry_id)
+            await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
+            self._record(commit)
 
     def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
         self._inflight_ids.difference_update(entry_ids)
@@ -441,17 +432,13 @@ class Consumer:
             self._delivery.poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
             self._record(commit)
             return
-        if item.recipient is not None:
-            recipients: Sequence[str] = [item.recipient]
-        else:
-            try:
-                recipients = self.channel.recipients(event)
-            except Exception as exc:  # a channel bug must not kill the loop
-                self._delivery.poison(
-                    commit, item.entry_id, f"recipients() failed: {exc!r}", item.event
-                )
-                self._record(commit)
-                return
+        recipients, failure = (
+            ([item.recipient], None) if item.recipient is not None else self._recipients(event)
+        )
+        if failure is not None:
+            self._delivery.poison(commit, item.entry_id, failure, item.event)
+            self._record(commit)
+            return
         await self._delivery.deliver_all(
             commit, event, item.event, item.entry_id, recipients, item.attempt
         )

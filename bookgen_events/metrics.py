@@ -21,6 +21,7 @@ DEAD_LETTERS = Counter(
     "bookgen_dead_letters_total", "Entries dead-lettered by this process", ["channel", "poison"]
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200)
+_LE = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]  # the buckets' "le" labels
 
 
 class ChannelTally:
@@ -72,11 +73,8 @@ class DeliveryTallies(Collector):
         for name, tally in list(self._channels.items()):
             for status, n in list(tally.counts.items()):
                 counts.add_metric([name, status], n)
-            buckets = list(tally.buckets)
-            bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
-            latency.add_metric(
-                [name], list(zip(bounds, accumulate(buckets), strict=True)), tally.latency_sum
-            )
+            cumulative = accumulate(list(tally.buckets))
+            latency.add_metric([name], list(zip(_LE, cumulative, strict=True)), tally.latency_sum)
         yield counts
         yield latency
 
