@@ -51,8 +51,8 @@ return ids
 # Atomic like MULTI/EXEC, but one command and one reply: redis-py parses a +QUEUED reply per
 # command of a transaction in Python, which costs more than the writes themselves.
 # KEYS: deliveries, dlq, scheduled, acked stream. ARGV: group, maxlen, then five sections,
-# each a count followed by its items: outcomes as fixed-width records (the values of
-# OUTCOME_FIELDS, which the script names), dead letters as (n, field, value, ...), members to
+# each a count followed by its items: outcomes as one record each (the values of
+# OUTCOME_FIELDS, see outcomes.OutcomeRecord; the script names them), dead letters as (n, field, value, ...), members to
 # unschedule, (score, member) pairs to schedule, and ids to ack.
 _COMMIT = (
     "local names = {'"
@@ -63,16 +63,27 @@ local i = 3
 local count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
-  local args = {}
+  local record, values = ARGV[i], {}
+  if string.byte(record, 1) == 91 then  -- '[': a JSON array
+    values = cjson.decode(record)
+  else
+    local n = 0
+    for v in string.gmatch(record, '([^\\31]*)\\31') do
+      n = n + 1
+      values[n] = v
+    end
+  end
+  local args, n = {}, 0
   for j = 1, width do
-    local v = ARGV[i + j - 1]
+    local v = values[j]
     if j <= always or v ~= '' then
-      args[#args + 1] = names[j]
-      args[#args + 1] = v
+      args[n + 1] = names[j]
+      args[n + 2] = v
+      n = n + 2
     end
   end
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(args))
-  i = i + width
+  i = i + 1
 end
 count = tonumber(ARGV[i])
 i = i + 1
@@ -375,8 +386,7 @@ class EventBus:
         names = self.names
         args: list[Any] = [group, self.maxlen]
         args.append(len(commit.outcomes))
-        for record in commit.outcomes:
-            args += record
+        args += commit.outcomes
         args.append(len(commit.dead_letters))
         for letter in commit.dead_letters:
             fields = [item for pair in letter.to_fields().items() for item in pair]

@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -42,6 +43,10 @@ from .ratelimit import RateLimiter
 log = get_logger("bookgen_events.consumer")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+# A delivery waiting for a worker: its coroutine (not started yet), and the stream entry or
+# leased scheduled delivery it settles ("" for none), released if it never completes.
+_Work = tuple[Coroutine[Any, Any, None], str, str]
 
 
 def default_consumer_name() -> str:
@@ -84,7 +89,15 @@ class Consumer:
         # A leased retry is re-offered after this long unless the heartbeat extends it.
         self._lease_ms = max(claim_idle_ms, 1000)
 
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Deliveries run on a pool of up to ``concurrency`` worker tasks fed from ``_queue``:
+        # a worker runs one delivery at a time, so a slow recipient holds one worker while
+        # the others go on, and a delivery that needs no wait costs no task of its own.
+        self._queue: deque[_Work] = deque()
+        self._busy = 0  # workers running a delivery
+        self._workers: set[asyncio.Task[None]] = set()
+        self._idle: list[asyncio.Future[None]] = []  # workers waiting for work
+        self._spread_pending = False
+        self._quiet = asyncio.Event()  # set when nothing is queued or running
         # Work owned by this consumer, from dispatch until its results are written: kept alive
         # by the heartbeat and never reclaimed by ourselves.
         self._inflight_ids: set[str] = set()  # stream entries
@@ -177,13 +190,22 @@ class Consumer:
         if not self._started:
             return
         self._started = False
-        if self._inflight:
-            _, pending = await asyncio.wait(list(self._inflight), timeout=self.grace_s)
-            for task in pending:
-                task.cancel()  # its entry stays pending: another consumer reclaims it
-            if pending:
-                await asyncio.wait(pending)
-                self._log.warning("handed back unfinished work", entries=len(pending))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.grace_s):
+                await self._quiesce()
+        unfinished = self._load()
+        # Cancelled or never started, its entry stays pending: another consumer reclaims it.
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        while self._queue:
+            work, entry_id, member = self._queue.popleft()
+            work.close()
+            self._release([entry_id] if entry_id else [], [member] if member else [])
+        self._idle.clear()
+        if unfinished:
+            self._log.warning("handed back unfinished work", deliveries=unfinished)
         self._closing = True
         self._flush_wanted.set()
         if self._flusher is not None:
@@ -232,7 +254,7 @@ class Consumer:
                 await asyncio.sleep(0.05)
 
     async def _read(self, *, block_ms: int | None) -> int:
-        free = self.concurrency - len(self._inflight)
+        free = self.concurrency - self._load()
         entries = await self._redis_call(
             self.bus.read_group(
                 self.group, self.name, count=min(self.batch, free), block_ms=block_ms
@@ -303,7 +325,7 @@ class Consumer:
         return len(fresh)
 
     async def _take_due(self) -> int:
-        free = max(self.concurrency - len(self._inflight), 1)
+        free = max(self.concurrency - self._load(), 1)
         result = await self._redis_call(
             self.bus.claim_due(
                 self.group,
@@ -322,7 +344,7 @@ class Consumer:
             self._next_due_ms = now_ms()  # maybe more due: look again next cycle
         for member in members:
             self._inflight_members.add(member)
-            self._spawn(self._run_scheduled(member), member=member)
+            self._submit(self._run_scheduled(member), "", member)
         return len(members)
 
     async def _anything_due(self) -> bool:
@@ -347,7 +369,7 @@ class Consumer:
         if not recipients:
             self._ack_now(entry_id, failure, raw)
             return
-        self._spawn(self._deliver_entry(entry_id, event, raw, recipients), entry_id=entry_id)
+        self._submit(self._deliver_entry(entry_id, event, raw, recipients), entry_id, "")
 
     def _recipients(self, event: Event) -> tuple[Sequence[str], str | None]:
         """Who the channel delivers ``event`` to, or nobody and why if the channel raised."""
@@ -364,27 +386,66 @@ class Consumer:
         commit.acks.append(entry_id)
         self._record(commit)
 
-    def _spawn(
-        self, work: Coroutine[Any, Any, None], *, entry_id: str = "", member: str = ""
-    ) -> None:
-        self._inflight.add(asyncio.create_task(self._tracked(work, entry_id, member)))
+    def _load(self) -> int:
+        return len(self._queue) + self._busy
 
-    async def _tracked(self, work: Coroutine[Any, Any, None], entry_id: str, member: str) -> None:
-        """Run one delivery task and free its slot, whatever happens to it."""
-        try:
-            await work
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self._log.error("delivery task crashed", exc_info=exc)
-            # Nothing will be recorded for it: release it, so a reclaim can redo it later.
-            self._release([entry_id] if entry_id else [], [member] if member else [])
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            # Finished work stays owned (heartbeat, no self-reclaim) until its commit is written.
-            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
-            if self.concurrency - len(self._inflight) >= self._slots_wanted:
-                self._slot_freed.set()
+    def _submit(self, work: Coroutine[Any, Any, None], entry_id: str, member: str) -> None:
+        self._queue.append((work, entry_id, member))
+        if not self._spread_pending:
+            self._spread_pending = True
+            asyncio.get_running_loop().call_soon(self._spread)
+
+    def _spread(self) -> None:
+        """Hand queued work to one more worker.
+
+        Runs after the worker woken before it had its turn: if work is still queued, that
+        worker is waiting on a delivery, so another one starts. A batch that needs no waits
+        is thus run by one worker; one that does spreads over as many as it needs.
+        """
+        self._spread_pending = False
+        if not self._queue:
+            return
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        if len(self._workers) < self.concurrency:
+            worker = asyncio.create_task(self._worker(), name=f"worker-{self.group}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            if not queue:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            work, entry_id, member = queue.popleft()
+            if queue and not self._spread_pending:
+                self._spread_pending = True
+                loop.call_soon(self._spread)
+            self._busy += 1
+            try:
+                await work
+            except BaseException as exc:
+                # Nothing will be recorded for it: release it, so a reclaim can redo it later.
+                self._release([entry_id] if entry_id else [], [member] if member else [])
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the consumer is shutting down
+                self._log.error("delivery crashed", exc_info=exc)
+            finally:
+                # Finished work stays owned (heartbeat, no self-reclaim) until its commit is
+                # written.
+                self._busy -= 1
+                load = len(queue) + self._busy
+                if self.concurrency - load >= self._slots_wanted:
+                    self._slot_freed.set()
+                if not load:
+                    self._quiet.set()
 
     async def _deliver_entry(
         self, entry_id: str, event: Event, raw: str, recipients: Sequence[str]
@@ -407,15 +468,20 @@ class Consumer:
         self._inflight_members.difference_update(members)
 
     async def _wait_for_slot(self, free: int = 1) -> None:
-        while self.concurrency - len(self._inflight) < free:
+        while self.concurrency - self._load() < free:
             self._slots_wanted = free
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
+    async def _quiesce(self) -> None:
+        """Wait until no delivery is queued or running."""
+        while self._load():
+            self._quiet.clear()
+            await self._quiet.wait()
+
     async def _settle(self) -> None:
         """Wait for in-flight work to finish and its results to be written."""
-        while self._inflight:
-            await asyncio.wait(list(self._inflight))
+        await self._quiesce()
         await self._flush()
 
     def _record(self, commit: Commit) -> None:

@@ -5,6 +5,7 @@ Each is a flat dict of strings on the wire so ``redis-cli XRANGE`` shows it plai
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -25,9 +26,12 @@ OUTCOME_FIELDS = (
 )  # fmt: skip
 OUTCOME_ALWAYS = 11
 
-#: An outcome as the commit script takes it: the values of ``OUTCOME_FIELDS``, "" for none.
-#: The script adds the field names, so a delivery sends 16 values rather than 32 words.
-OutcomeRecord = list[str | int | float]
+#: An outcome as the commit script takes it: the values of ``OUTCOME_FIELDS`` in one string,
+#: each ended by ``RECORD_SEP`` ("" for none), or, if a value holds that separator, a JSON
+#: array of them. The script splits it and adds the field names: one argument per delivery
+#: for the client to pack rather than 32.
+OutcomeRecord = str
+RECORD_SEP = "\x1f"  # ASCII unit separator
 
 
 def outcome_record(
@@ -53,13 +57,21 @@ def outcome_record(
 
     Built directly rather than through an :class:`Outcome`: it runs once per delivery.
     """
-    return [
-        event_id, entry_id, channel, recipient, status, attempt, 1 if final else 0, type_,
-        job_id, round(duration_ms, 3), at_ms or now_ms(), user_id, error,
-        "" if status_code is None else status_code,
-        "" if latency_ms is None else round(latency_ms, 3),
-        "" if retry_at_ms is None else retry_at_ms,
-    ]  # fmt: skip
+    values = (
+        event_id, entry_id, channel, recipient, status, str(attempt), "1" if final else "0",
+        type_, job_id, f"{duration_ms:.3f}", str(at_ms or now_ms()), user_id, error,
+        "" if status_code is None else str(status_code),
+        "" if latency_ms is None else f"{latency_ms:.3f}",
+        "" if retry_at_ms is None else str(retry_at_ms),
+    )  # fmt: skip
+    record = RECORD_SEP.join(values) + RECORD_SEP
+    if record.count(RECORD_SEP) != _WIDTH:
+        # A value holds the separator (a job id or an error text can hold anything).
+        return json.dumps(values)
+    return record
+
+
+_WIDTH = len(OUTCOME_FIELDS)
 
 
 @dataclass(slots=True)  # not frozen: frozen dataclasses set each field via object.__setattr__
