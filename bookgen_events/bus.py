@@ -52,34 +52,32 @@ return ids
 # command of a transaction in Python, which costs more than the writes themselves.
 # KEYS: deliveries, dlq, scheduled, acked stream. ARGV: group, maxlen, then five sections,
 # each a count followed by its items: outcomes as one record each (the values of
-# OUTCOME_FIELDS, see outcomes.OutcomeRecord; the script names them), dead letters as (n, field, value, ...), members to
-# unschedule, (score, member) pairs to schedule, and ids to ack.
+# OUTCOME_FIELDS, see outcomes.OutcomeRecord; the script names them), dead letters as
+# (n, field, value, ...), members to unschedule, (score, member) pairs to schedule, and ids
+# to ack.
 _COMMIT = (
     "local names = {'"
     + "', '".join(OUTCOME_FIELDS)
     + f"'}}\nlocal width, always = {len(OUTCOME_FIELDS)}, {OUTCOME_ALWAYS}\n"
     + """
+local function field(args, j, v)
+  if j <= always or v ~= '' then
+    args[#args + 1] = names[j]
+    args[#args + 1] = v
+  end
+end
 local i = 3
 local count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
-  local record, values = ARGV[i], {}
+  local record, args = ARGV[i], {}
   if string.byte(record, 1) == 91 then  -- '[': a JSON array
-    values = cjson.decode(record)
+    for j, v in ipairs(cjson.decode(record)) do field(args, j, v) end
   else
-    local n = 0
+    local j = 0
     for v in string.gmatch(record, '([^\\31]*)\\31') do
-      n = n + 1
-      values[n] = v
-    end
-  end
-  local args, n = {}, 0
-  for j = 1, width do
-    local v = values[j]
-    if j <= always or v ~= '' then
-      args[n + 1] = names[j]
-      args[n + 2] = v
-      n = n + 2
+      j = j + 1
+      field(args, j, v)
     end
   end
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(args))
@@ -216,7 +214,10 @@ def _entries(reply: Any) -> list[Entry]:
     out: list[Entry] = []
     for entry_id, fields in entries:
         if isinstance(fields, list):
-            out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
+            if len(fields) == 2:  # one field, as emit writes them
+                out.append((entry_id, {fields[0]: fields[1]}))
+            else:
+                out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
         elif fields is not None:
             out.append((entry_id, fields))
     return out

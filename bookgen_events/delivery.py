@@ -124,11 +124,11 @@ class Delivery:
             duration = time.perf_counter() - started
             now = time.time()
             latency = now - event.occurred_at.timestamp()
-            self._tally.delivered(latency if latency > 0 else 0.0)
+            self._tally.delivered(latency)
             commit.outcomes.append(
                 outcome_record(
                     event.id, entry_id, self.name, recipient, "delivered", attempt, True,
-                    event.type.value, event.job_id or "", event.user_id or "",
+                    event.type, event.job_id or "", event.user_id or "",
                     status_code=status_code, duration_ms=duration * 1000,
                     latency_ms=latency * 1000, at_ms=int(now * 1000),
                 )
@@ -154,7 +154,7 @@ class Delivery:
             status,
             attempt,
             final,
-            event.type.value,
+            event.type,  # a StrEnum: written as its value
             event.job_id or "",
             event.user_id or "",
             **extra,

@@ -44,8 +44,10 @@ class ChannelTally:
         self.counts[status] = self.counts.get(status, 0) + 1
 
     def delivered(self, latency_s: float) -> None:
-        """A successful delivery, ``latency_s`` after its event occurred."""
-        self.counts["delivered"] = self.counts.get("delivered", 0) + 1
+        """A successful delivery, ``latency_s`` after its event occurred (counted by the
+        histogram: its total is the ``delivered`` count)."""
+        if latency_s < 0:  # the producer's clock is ahead of ours
+            latency_s = 0.0
         self.buckets[bisect_left(LATENCY_BUCKETS, latency_s)] += 1
         self.latency_sum += latency_s
 
@@ -71,9 +73,12 @@ class DeliveryTallies(Collector):
             labels=["channel"],
         )
         for name, tally in list(self._channels.items()):
+            buckets = list(tally.buckets)
+            if delivered := sum(buckets):
+                counts.add_metric([name, "delivered"], delivered)
             for status, n in list(tally.counts.items()):
                 counts.add_metric([name, status], n)
-            cumulative = accumulate(list(tally.buckets))
+            cumulative = accumulate(buckets)
             latency.add_metric([name], list(zip(_LE, cumulative, strict=True)), tally.latency_sum)
         yield counts
         yield latency
