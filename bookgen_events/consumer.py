@@ -102,6 +102,9 @@ class Consumer:
         # by the heartbeat and never reclaimed by ourselves.
         self._inflight_ids: set[str] = set()  # stream entries
         self._inflight_members: set[str] = set()  # leased scheduled deliveries
+        # Entries and leased retries owned, results written or not: a Redis that refuses
+        # writes (OOM, a read-only replica) stops the reads instead of filling memory.
+        self._max_owned = concurrency + 4 * batch
         self._slot_freed = asyncio.Event()
         self._slots_wanted = 1
         # Results waiting to be written. Always the same object (flushes drain it), so a
@@ -466,9 +469,13 @@ class Consumer:
     def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
         self._inflight_ids.difference_update(entry_ids)
         self._inflight_members.difference_update(members)
+        self._slot_freed.set()
 
     async def _wait_for_slot(self, free: int = 1) -> None:
-        while self.concurrency - self._load() < free:
+        while (
+            self.concurrency - self._load() < free
+            or len(self._inflight_ids) + len(self._inflight_members) >= self._max_owned
+        ):
             self._slots_wanted = free
             self._slot_freed.clear()
             await self._slot_freed.wait()

@@ -238,6 +238,26 @@ async def test_graceful_stop_never_half_acks(bus: EventBus) -> None:
     )
 
 
+async def test_a_redis_refusing_writes_stops_reads_and_loses_nothing(bus: EventBus) -> None:
+    """While results cannot be written, reading stops at a bound; once they can, all land."""
+    channel = RecordingChannel()
+    await bus.redis.set(bus.names.deliveries, "not a stream")  # every commit fails: WRONGTYPE
+    await bus.emit_many([progress(str(i)) for i in range(300)])
+    consumer = make_consumer(bus, channel, batch=10, concurrency=4)
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: len(channel.delivered) >= 4 + 4 * 10)
+    await asyncio.sleep(0.5)  # room to read on, were reading unbounded
+    pending = (await bus.redis.xpending(bus.names.events, "webhook"))["pending"]
+    assert pending <= 4 + 4 * 10 + 10, f"{pending} entries read with no result written"
+    assert len(channel.delivered) == pending  # each read one delivered once, none acked
+    await bus.redis.delete(bus.names.deliveries)
+    await eventually(lambda: len(channel.delivered) == 300)
+    consumer.stop()
+    await task
+    assert Counter(o.status for o in await outcomes(bus)) == {"delivered": 300}
+    assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
+
+
 async def test_several_recipients_each_get_their_own_outcome(bus: EventBus) -> None:
     """An event with several recipients yields one delivery and outcome per recipient."""
     channel = RecordingChannel(name="email")
