@@ -44,8 +44,9 @@ log = get_logger("bookgen_events.consumer")
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
-# A delivery waiting for a worker: its coroutine (not started yet), and the stream entry or
-# leased scheduled delivery it settles ("" for none), released if it never completes.
+# A delivery waiting for a worker: its coroutine (not started yet), and the stream entry (acked
+# once the coroutine has recorded its results) or leased scheduled delivery it settles ("" for
+# none). Both are released if the coroutine never completes.
 _Work = tuple[Coroutine[Any, Any, None], str, str]
 
 
@@ -372,7 +373,11 @@ class Consumer:
         if not recipients:
             self._ack_now(entry_id, failure, raw)
             return
-        self._submit(self._deliver_entry(entry_id, event, raw, recipients), entry_id, "")
+        if len(recipients) == 1:  # the common case: its records go straight to the buffer
+            work = self._delivery.attempt(self._buffer, event, raw, entry_id, recipients[0], 1)
+        else:
+            work = self._deliver_to_all(event, raw, entry_id, recipients)
+        self._submit(work, entry_id, "")
 
     def _recipients(self, event: Event) -> tuple[Sequence[str], str | None]:
         """Who the channel delivers ``event`` to, or nobody and why if the channel raised."""
@@ -434,6 +439,11 @@ class Consumer:
             self._busy += 1
             try:
                 await work
+                # No await since the work's records went into the buffer: the entry's ack
+                # joins them in the same flush.
+                if entry_id:
+                    self._buffer.acks.append(entry_id)
+                self._flush_wanted.set()
             except BaseException as exc:
                 # Nothing will be recorded for it: release it, so a reclaim can redo it later.
                 self._release([entry_id] if entry_id else [], [member] if member else [])
@@ -450,21 +460,13 @@ class Consumer:
                 if not load:
                     self._quiet.set()
 
-    async def _deliver_entry(
-        self, entry_id: str, event: Event, raw: str, recipients: Sequence[str]
+    async def _deliver_to_all(
+        self, event: Event, raw: str, entry_id: str, recipients: Sequence[str]
     ) -> None:
-        if len(recipients) == 1:
-            # The common case, kept lean: the attempt appends to the shared buffer with no
-            # await after it, so its outcome and this ack land in the same flush.
-            buffer = self._buffer
-            await self._delivery.attempt(buffer, event, raw, entry_id, recipients[0], 1)
-            buffer.acks.append(entry_id)
-            self._flush_wanted.set()
-        else:
-            commit = Commit.empty()
-            commit.acks.append(entry_id)
-            await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
-            self._record(commit)
+        # Collected apart, so all recipients' outcomes are written together.
+        commit = Commit.empty()
+        await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
+        self._record(commit)
 
     def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
         self._inflight_ids.difference_update(entry_ids)
