@@ -84,6 +84,9 @@ class Consumer:
         self.limiter = limiter
         self.batch = batch
         self.concurrency = concurrency
+        # Deliveries running (at most ``concurrency``) plus one batch read ahead and queued, so
+        # the next batch is on its way while this one is delivered.
+        self._capacity = concurrency + batch
         self.claim_idle_ms = claim_idle_ms
         self.max_block_ms = max_block_ms
         self.grace_s = grace_s
@@ -247,7 +250,7 @@ class Consumer:
 
     async def _read_loop(self) -> None:
         # Refill in batches: reading as soon as one slot frees costs a round trip per entry.
-        refill = max(1, min(self.batch, self.concurrency // 4))
+        refill = max(1, min(self.batch, self._capacity // 4))
         while not self._stopping.is_set():
             await self._wait_for_slot(refill)
             started = time.monotonic()
@@ -258,7 +261,7 @@ class Consumer:
                 await asyncio.sleep(0.05)
 
     async def _read(self, *, block_ms: int | None) -> int:
-        free = self.concurrency - self._load()
+        free = self._capacity - self._load()
         entries = await self._redis_call(
             self.bus.read_group(
                 self.group, self.name, count=min(self.batch, free), block_ms=block_ms
@@ -329,7 +332,7 @@ class Consumer:
         return len(fresh)
 
     async def _take_due(self) -> int:
-        free = max(self.concurrency - self._load(), 1)
+        free = max(self._capacity - self._load(), 1)
         result = await self._redis_call(
             self.bus.claim_due(
                 self.group,
@@ -455,7 +458,7 @@ class Consumer:
                 # written.
                 self._busy -= 1
                 load = len(queue) + self._busy
-                if self.concurrency - load >= self._slots_wanted:
+                if self._capacity - load >= self._slots_wanted:
                     self._slot_freed.set()
                 if not load:
                     self._quiet.set()
@@ -475,7 +478,7 @@ class Consumer:
 
     async def _wait_for_slot(self, free: int = 1) -> None:
         while (
-            self.concurrency - self._load() < free
+            self._capacity - self._load() < free
             or len(self._inflight_ids) + len(self._inflight_members) >= self._max_owned
         ):
             self._slots_wanted = free
