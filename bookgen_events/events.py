@@ -26,7 +26,7 @@ from pydantic import (
     ValidationInfo,
     WrapValidator,
 )
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, core_schema
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
 
@@ -156,6 +156,29 @@ def _utc(value: datetime) -> datetime:
     return value if offset == _ZERO else value.astimezone(UTC)
 
 
+class _UtcDatetime:
+    """A datetime held in UTC; naive input means UTC.
+
+    Decoding a stream entry (JSON) takes the datetime as it is when it is already UTC, as
+    every one emit wrote is, without a Python call: a consumer decodes every event it reads.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        normalise = core_schema.no_info_after_validator_function(_utc, handler(source))
+        in_json = core_schema.union_schema(
+            [core_schema.datetime_schema(tz_constraint=0), normalise],
+            mode="left_to_right",
+            custom_error_type="datetime_invalid",
+            custom_error_message="Input should be a valid ISO 8601 datetime",
+        )
+        return core_schema.json_or_python_schema(
+            json_schema=in_json,
+            python_schema=normalise,
+            serialization=normalise.get("serialization"),
+        )
+
+
 def _data_for_type(value: Any, handler: Any, info: ValidationInfo) -> Any:
     # An Event built directly validates its payload with the model its (already validated)
     # type names; the per-type subclasses below declare that model instead.
@@ -187,7 +210,7 @@ class Event(BaseModel):
         default_factory=new_event_id
     )
     type: EventType
-    occurred_at: Annotated[datetime, AfterValidator(_utc)] = Field(
+    occurred_at: Annotated[datetime, _UtcDatetime] = Field(
         default_factory=lambda: datetime.now(UTC)
     )
     job_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None

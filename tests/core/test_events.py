@@ -88,6 +88,28 @@ def test_timestamps_are_utc_with_z() -> None:
     assert naive.occurred_at.tzinfo is not None
 
 
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("2024-01-01T12:00:00Z", "2024-01-01T12:00:00Z"),
+        ("2024-01-01T14:00:00+02:00", "2024-01-01T12:00:00Z"),
+        ("2024-01-01T12:00:00", "2024-01-01T12:00:00Z"),  # naive: UTC
+    ],
+)
+def test_decoded_timestamps_are_utc_whatever_an_entry_says(written: str, read: str) -> None:
+    """A hand-written entry's time is normalised like emit's; UTC ones are kept as they are."""
+    event = make_event({"type": "completion", "data": {}})
+    raw = event.model_dump_json().replace(event.timestamp, written)
+    assert decode({"event": raw}).timestamp == read
+
+
+def test_a_decoded_timestamp_that_is_no_datetime_names_the_field() -> None:
+    event = make_event({"type": "completion", "data": {}})
+    raw = event.model_dump_json().replace(event.timestamp, "yesterday")
+    with pytest.raises(DecodeError, match=r"occurred_at: .*valid ISO 8601 datetime"):
+        decode({"event": raw})
+
+
 def test_flat_message_is_the_seeds_shape() -> None:
     """flat() gives the seed's WebSocket message: type, job_id, data keys, timestamp."""
     event = make_event(
