@@ -363,7 +363,7 @@ class Consumer:
     # -- in-flight work ----------------------------------------------------------------------
 
     def _dispatch_entry(self, entry: Entry) -> None:
-        """Decode an entry and start its delivery; poison and no-recipient entries need no task."""
+        """Decode an entry and queue its delivery; poison and no-recipient entries need none."""
         entry_id, fields = entry
         self._inflight_ids.add(entry_id)
         try:
@@ -372,14 +372,18 @@ class Consumer:
             self._ack_now(entry_id, str(exc), json.dumps(fields, default=str))
             return
         raw = fields[WIRE_FIELD]
-        recipients, failure = self._recipients(event)
-        if not recipients:
-            self._ack_now(entry_id, failure, raw)
+        try:
+            recipients = self.channel.recipients(event)
+        except Exception as exc:  # a channel bug must not kill the loop
+            self._ack_now(entry_id, f"recipients() failed: {exc!r}", raw)
             return
         if len(recipients) == 1:  # the common case: its records go straight to the buffer
             work = self._delivery.attempt(self._buffer, event, raw, entry_id, recipients[0], 1)
-        else:
+        elif recipients:
             work = self._deliver_to_all(event, raw, entry_id, recipients)
+        else:
+            self._ack_now(entry_id, None, raw)
+            return
         self._submit(work, entry_id, "")
 
     def _recipients(self, event: Event) -> tuple[Sequence[str], str | None]:
