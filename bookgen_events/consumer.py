@@ -110,7 +110,8 @@ class Consumer:
         # writes (OOM, a read-only replica) stops the reads instead of filling memory.
         self._max_owned = concurrency + 4 * batch
         self._slot_freed = asyncio.Event()
-        self._slots_wanted = 1
+        self._slot_waiters = 0  # loops waiting in _wait_for_slot
+        self._slots_wanted = 1  # free slots the latest of them waits for
         # Results waiting to be written. Always the same object (flushes drain it), so a
         # delivery appends to whatever the next flush will write.
         self._buffer = Commit.empty()
@@ -462,7 +463,7 @@ class Consumer:
                 # written.
                 self._busy -= 1
                 load = len(queue) + self._busy
-                if self._capacity - load >= self._slots_wanted:
+                if self._slot_waiters and self._capacity - load >= self._slots_wanted:
                     self._slot_freed.set()
                 if not load:
                     self._quiet.set()
@@ -487,7 +488,11 @@ class Consumer:
         ):
             self._slots_wanted = free
             self._slot_freed.clear()
-            await self._slot_freed.wait()
+            self._slot_waiters += 1
+            try:
+                await self._slot_freed.wait()
+            finally:
+                self._slot_waiters -= 1
 
     async def _quiesce(self) -> None:
         """Wait until no delivery is queued or running."""

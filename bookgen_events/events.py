@@ -279,6 +279,9 @@ _TYPED: TypeAdapter[Event] = TypeAdapter(
     ]
 )
 _TYPES = tuple(t.value for t in EventType)
+# pydantic-core's validator itself: TypeAdapter's wrapper methods cost ~0.3 µs a call in
+# keyword handling, a tenth of a consumer's decode.
+_VALIDATOR = _TYPED.validator
 
 
 def _error(err: Any) -> tuple[str, str]:
@@ -315,7 +318,7 @@ def make_event(value: Event | dict[str, Any]) -> Event:
             [("event", "wrong type")],
         )
     try:
-        return _TYPED.validate_python(value)
+        return _VALIDATOR.validate_python(value)
     except ValidationError as exc:
         raise _wrap_validation(exc) from None
 
@@ -347,6 +350,6 @@ def decode(fields: dict[str, Any], max_bytes: int | None = None) -> Event:
     if max_bytes is not None and len(raw) > max_bytes:
         raise DecodeError(f"event is {len(raw)} bytes, over MAX_EVENT_BYTES={max_bytes}", fields)
     try:
-        return _TYPED.validate_json(raw)
+        return _VALIDATOR.validate_json(raw)
     except ValidationError as exc:
         raise DecodeError(str(_wrap_validation(exc)), fields, exc) from None
