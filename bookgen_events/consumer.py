@@ -202,15 +202,16 @@ class Consumer:
             async with asyncio.timeout(self.grace_s):
                 await self._quiesce()
         unfinished = self._load()
-        # Cancelled or never started, its entry stays pending: another consumer reclaims it.
-        workers = list(self._workers)
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        # Never started or cancelled, its entry stays pending: another consumer reclaims it.
+        # The queue is emptied first, so no worker starts anything meanwhile.
         while self._queue:
             work, entry_id, member = self._queue.popleft()
             work.close()
             self._release([entry_id] if entry_id else [], [member] if member else [])
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         self._idle.clear()
         if unfinished:
             self._log.warning("handed back unfinished work", deliveries=unfinished)

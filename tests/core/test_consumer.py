@@ -258,6 +258,36 @@ async def test_a_redis_refusing_writes_stops_reads_and_loses_nothing(bus: EventB
     assert (await bus.redis.xpending(bus.names.events, "webhook"))["pending"] == 0
 
 
+async def test_waiting_deliveries_run_side_by_side_up_to_the_concurrency(bus: EventBus) -> None:
+    """Deliveries that wait overlap, up to ``concurrency`` of them at once and no more."""
+
+    class Gauged(RecordingChannel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running = self.peak = 0
+            self.release = asyncio.Event()
+
+        async def deliver(self, event, recipient):  # type: ignore[no-untyped-def]
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await self.release.wait()
+            self.running -= 1
+            return await super().deliver(event, recipient)
+
+    channel = Gauged()
+    await bus.emit_many([progress(str(i)) for i in range(12)])
+    consumer = make_consumer(bus, channel, batch=20, concurrency=5)
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: channel.running == 5)
+    await asyncio.sleep(0.2)  # room for a sixth, were there no bound
+    assert channel.peak == 5
+    channel.release.set()
+    await eventually(lambda: len(channel.delivered) == 12)
+    assert channel.peak == 5
+    consumer.stop()
+    await task
+
+
 async def test_several_recipients_each_get_their_own_outcome(bus: EventBus) -> None:
     """An event with several recipients yields one delivery and outcome per recipient."""
     channel = RecordingChannel(name="email")
