@@ -4,9 +4,9 @@
 
 Ours is the runtime as a worker runs it (``Consumer.run()``, on the worker's event loop,
 see ``runner.run_loop``), timed until every outcome is written: it decodes and validates
-each event, delivers it in its own task, writes one outcome entry per delivery on the
-deliveries stream and acks, outcomes and acks written by one script call per flush. The
-raw baseline reads batches of 100 and acks them, nothing else.
+each event, delivers it on the runtime's worker pool, writes one outcome entry per delivery
+on the deliveries stream and acks, outcomes and acks written by one script call per flush.
+The raw baseline reads batches of 100 and acks them, nothing else.
 
 A third row, the floor, does only the work the runtime is required to do, inline and one
 batch at a time: read 100, validate each event, write one outcome per entry and the acks in

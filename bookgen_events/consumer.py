@@ -3,6 +3,10 @@
 Reading, bounded concurrency, acks, reclaims, leases and the retry clock live here; a
 :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient.
 
+Deliveries run on a pool of at most ``concurrency`` worker tasks, fed one batch ahead by the
+reader: a delivery that waits (an HTTP call) holds one worker while the others go on, and one
+that never waits costs no task of its own, so a fast channel is not paced by task creation.
+
 Retries go to a per-channel sorted set (``bookgen:scheduled:<channel>``) rather than staying
 in the PEL: each (event, recipient) keeps its own attempt count and due time, a retry in five
 hours does not pin a stream entry (which ``STREAM_MAXLEN`` may trim), and the PEL stays a

@@ -42,8 +42,8 @@ T = TypeVar("T")
 def tune_gc() -> None:
     """Make the cyclic garbage collector cheap for a long-running worker.
 
-    A delivery allocates a few dozen short-lived containers (a task, its coroutine, the
-    event's models); with CPython's default gen0 threshold of 700 the collector ran every
+    A delivery allocates a few dozen short-lived containers (coroutines, the event's
+    models, its records); with CPython's default gen0 threshold of 700 the collector ran every
     ~20 deliveries, rescanning the survivors each time, and cost 12 % of the runtime's
     throughput. Freezing what exists at start (modules, pydantic schemas) keeps it out of
     every later scan; a gen0 threshold of 5,000 lets most garbage die by refcount first.
@@ -57,8 +57,8 @@ def tune_gc() -> None:
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run a process's event loop: uvloop where it is installed, else asyncio's own.
 
-    uvloop schedules tasks and callbacks in C; the consumer runtime, which runs a task per
-    delivery, measured 10-15 % more deliveries/s on it (bench/consume.py). The collector is
+    uvloop schedules tasks and callbacks in C; the consumer runtime measured 10-15 % more
+    deliveries/s on it (bench/consume.py). The collector is
     tuned for the same reason (see :func:`tune_gc`).
     """
     tune_gc()
