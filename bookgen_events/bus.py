@@ -60,24 +60,26 @@ _COMMIT = (
     + "', '".join(OUTCOME_FIELDS)
     + f"'}}\nlocal width, always = {len(OUTCOME_FIELDS)}, {OUTCOME_ALWAYS}\n"
     + """
-local function field(args, j, v)
-  if j <= always or v ~= '' then
-    args[#args + 1] = names[j]
-    args[#args + 1] = v
-  end
-end
+local find, sub = string.find, string.sub
 local i = 3
 local count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, count do
-  local record, args = ARGV[i], {}
-  if string.byte(record, 1) == 91 then  -- '[': a JSON array
-    for j, v in ipairs(cjson.decode(record)) do field(args, j, v) end
-  else
-    local j = 0
-    for v in string.gmatch(record, '([^\\31]*)\\31') do
-      j = j + 1
-      field(args, j, v)
+  local record, args, n, pos = ARGV[i], {}, 0, 1
+  local values = string.byte(record, 1) == 91 and cjson.decode(record)  -- '[': JSON array
+  for j = 1, width do
+    local v
+    if values then
+      v = values[j]
+    else  -- each value ends with the unit separator (31)
+      local stop = find(record, '\\31', pos, true)
+      v = sub(record, pos, stop - 1)
+      pos = stop + 1
+    end
+    if j <= always or v ~= '' then
+      args[n + 1] = names[j]
+      args[n + 2] = v
+      n = n + 2
     end
   end
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(args))

@@ -65,8 +65,9 @@ def outcome_record(
         "" if retry_at_ms is None else str(retry_at_ms),
     )  # fmt: skip
     record = RECORD_SEP.join(values) + RECORD_SEP
-    if record.count(RECORD_SEP) != _WIDTH:
-        # A value holds the separator (a job id or an error text can hold anything).
+    if record.count(RECORD_SEP) != _WIDTH or record[0] == "[":
+        # A value holds the separator (a job id or an error text can hold anything), or the
+        # record would read as JSON.
         return json.dumps(values)
     return record
 

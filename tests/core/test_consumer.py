@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bookgen_events import Consumer, EventBus, RetryLater
+from bookgen_events.bus import Commit
 from bookgen_events.delivery import retry_delay
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
@@ -394,3 +395,20 @@ async def test_stop_with_retries_in_flight_does_not_hang(bus: EventBus) -> None:
     await asyncio.sleep(1.3)
     consumer.stop()
     await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("event_id", "job_id"),
+    [("e1", "plain"), ("e1", "with\x1funit separator"), ("[e1", "[x"), ("e1", "")],
+)
+async def test_outcomes_round_trip_whatever_their_text(
+    bus: EventBus, event_id: str, job_id: str
+) -> None:
+    """An outcome reads back as written, even with the record separator in a value."""
+    written = Outcome(
+        event_id, "1-0", "webhook", "https://hooks.example.com/in", "failed", 2, False,
+        type="progress_update", job_id=job_id, user_id="u\x1f", error="boom\x1f\n[x]",
+        status_code=503, duration_ms=1.25, retry_at_ms=1_800_000_000_000, at_ms=1_700_000_000_000,
+    )  # fmt: skip
+    await bus.commit("webhook", Commit([written.record()], [], [], [], []), "webhook")
+    assert await outcomes(bus) == [written]
