@@ -105,6 +105,7 @@ class Consumer:
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: list[asyncio.Future[None]] = []  # workers waiting for work
         self._spread_pending = False
+        self._waking = 0  # workers woken or started that have not run yet
         self._quiet = asyncio.Event()  # set when nothing is queued or running
         # Work owned by this consumer, from dispatch until its results are written: kept alive
         # by the heartbeat and never reclaimed by ourselves.
@@ -217,6 +218,7 @@ class Consumer:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         self._idle.clear()
+        self._waking = 0
         if unfinished:
             self._log.warning("handed back unfinished work", deliveries=unfinished)
         self._closing = True
@@ -417,33 +419,39 @@ class Consumer:
             asyncio.get_running_loop().call_soon(self._spread)
 
     def _spread(self) -> None:
-        """Hand queued work to one more worker.
+        """Hand queued work to more workers; runs as a callback, between workers' turns.
 
-        Runs after the worker woken before it had its turn: if work is still queued, that
-        worker is waiting on a delivery, so another one starts. A batch that needs no waits
-        is thus run by one worker; one that does spreads over as many as it needs.
+        If no worker is inside a delivery now, none waits on one: one worker is enough, and
+        runs queued work until a delivery waits (a batch that never waits costs no wake-ups).
+        If some are (an HTTP call pending), workers start for all the queued work at once.
         """
         self._spread_pending = False
-        if not self._queue:
-            return
-        while self._idle:
-            waiter = self._idle.pop()
-            if not waiter.done():
+        wanted = (len(self._queue) if self._busy else min(len(self._queue), 1)) - self._waking
+        while wanted > 0:
+            if self._idle:
+                waiter = self._idle.pop()
+                if waiter.done():  # cancelled
+                    continue
                 waiter.set_result(None)
+            elif len(self._workers) < self.concurrency:
+                worker = asyncio.create_task(self._worker(), name=f"worker-{self.group}")
+                self._workers.add(worker)
+                worker.add_done_callback(self._workers.discard)
+            else:
                 return
-        if len(self._workers) < self.concurrency:
-            worker = asyncio.create_task(self._worker(), name=f"worker-{self.group}")
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+            self._waking += 1
+            wanted -= 1
 
     async def _worker(self) -> None:
         queue = self._queue
         loop = asyncio.get_running_loop()
+        self._waking -= 1  # started by _spread
         while True:
             if not queue:
                 waiter = loop.create_future()
                 self._idle.append(waiter)
                 await waiter
+                self._waking -= 1
                 continue
             work, entry_id, member = queue.popleft()
             if queue and not self._spread_pending:
