@@ -380,7 +380,7 @@ class Consumer:
             self._ack_now(entry_id, str(exc), json.dumps(fields, default=str))
             return
         raw = fields[WIRE_FIELD]
-        try:
+        try:  # _recipients() written out: this runs once per entry read
             recipients = self.channel.recipients(event)
         except Exception as exc:  # a channel bug must not kill the loop
             self._ack_now(entry_id, f"recipients() failed: {exc!r}", raw)

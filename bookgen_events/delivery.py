@@ -115,8 +115,6 @@ class Delivery:
             status_code = await channel.deliver(event, recipient)
         except (RetryLater, Reject) as exc:
             failure = exc
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # an unexpected error is treated as transient
             self._log.exception("delivery raised", event_id=event.id, attempt=attempt)
             failure = RetryLater(f"{type(exc).__name__}: {exc}")
@@ -126,7 +124,7 @@ class Delivery:
             latency = now - event.occurred_at.timestamp()
             self._tally.delivered(latency)
             commit.outcomes.append(
-                outcome_record(
+                outcome_record(  # _outcome() written out: this runs once per delivery
                     event.id, entry_id, self.name, recipient, "delivered", attempt, True,
                     event.type, event.job_id or "", event.user_id or "",
                     status_code=status_code, duration_ms=duration * 1000,

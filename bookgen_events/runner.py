@@ -58,8 +58,8 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run a process's event loop: uvloop where it is installed, else asyncio's own.
 
     uvloop schedules tasks and callbacks in C; the consumer runtime measured 10-15 % more
-    deliveries/s on it (bench/consume.py). The collector is
-    tuned for the same reason (see :func:`tune_gc`).
+    deliveries/s on it (bench/consume.py). The collector is tuned for the same reason (see
+    :func:`tune_gc`).
     """
     tune_gc()
     try:

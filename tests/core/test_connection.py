@@ -43,8 +43,8 @@ async def test_connection_killed_while_idle_is_replaced(redis: Redis, redis_url:
 async def test_error_replies_raise_and_the_connection_stays_usable(
     redis: Redis, prefix: str
 ) -> None:
+    await redis.set(f"{prefix}:str", "x")
     with pytest.raises(ResponseError, match=r"WRONGTYPE|wrong kind"):
-        await redis.set(f"{prefix}:str", "x")
         await command(redis, "XADD", f"{prefix}:str", "*", "a", "1")
     with pytest.raises(ResponseError):
         await pipeline(redis, [("PING",), ("XADD", f"{prefix}:str", "*", "a", "1"), ("PING",)])

@@ -54,3 +54,12 @@ def test_counts_and_latency_buckets_read_back_through_the_exposition_format() ->
         s.value for s in hist if s.name.endswith("_sum") and s.labels["channel"] == "webhook"
     ]
     assert total == 4 and abs(summed - (0.005 + 0.0051 + 0.3 + 9_999.0)) < 1e-9
+
+
+def test_a_latency_below_zero_counts_as_zero() -> None:
+    """A producer whose clock runs ahead gives a negative latency: counted in the first bucket."""
+    tallies = DeliveryTallies()
+    tallies.channel("webhook").delivered(-2.5)
+    hist = _scrape(tallies)["bookgen_delivery_latency_seconds"]
+    values = {s.name.rsplit("_", 1)[1] + s.labels.get("le", ""): s.value for s in hist}
+    assert values["bucket0.005"] == 1 and values["count"] == 1 and values["sum"] == 0
