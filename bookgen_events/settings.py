@@ -42,7 +42,15 @@ def _csv(value: object) -> list[str]:
     return list(value)  # type: ignore[call-overload]
 
 
+def _duration(value: object) -> float:
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    if seconds <= 0:
+        raise ValueError("must be a positive duration, e.g. 10s, 5m, 7d")
+    return seconds
+
+
 Schedule = Annotated[tuple[float, ...], NoDecode]
+Duration = Annotated[float, NoDecode]
 CsvList = Annotated[list[str], NoDecode]
 CHANNELS = ("webhook", "email", "websocket")
 
@@ -96,7 +104,15 @@ class Settings(BaseSettings):
     websocket_queue_size: int = Field(1000, ge=1)
     websocket_ping_interval: float = Field(25.0, gt=0)  # Centrifugo's
     websocket_ping_timeout: float = Field(8.0, gt=0)
+    websocket_allowed_origins: CsvList = Field(default_factory=list)
+    websocket_resume_max: int = Field(10_000, ge=1)
+    websocket_max_connections_per_user: int = Field(20, ge=1)
+    websocket_token_max_ttl: Duration = _duration("7d")
+    http_header_timeout: Duration = _duration("10s")
+
+    # Keys of the HTTP surface (SPEC 8): producers post events, operators run the rest
     producer_api_key: SecretStr | None = None
+    admin_api_key: SecretStr | None = None
 
     # Rate limits (per channel and recipient); channel overrides fall back to these
     notification_rate_limit_per_minute: int = Field(60, ge=0)
@@ -117,7 +133,12 @@ class Settings(BaseSettings):
     _split_schedules = field_validator(
         "webhook_retry_schedule", "email_retry_schedule", mode="before"
     )(classmethod(lambda cls, v: _schedule(v)))
-    _split_csv = field_validator("admin_emails", mode="before")(classmethod(lambda cls, v: _csv(v)))
+    _split_csv = field_validator("admin_emails", "websocket_allowed_origins", mode="before")(
+        classmethod(lambda cls, v: _csv(v))
+    )
+    _durations = field_validator(
+        "websocket_token_max_ttl", "http_header_timeout", mode="before"
+    )(classmethod(lambda cls, v: _duration(v)))
 
     def retry_policy(self, channel: str) -> tuple[tuple[float, ...], int]:
         """``(schedule, max_retries)`` for a channel; channels without their own use webhook's."""
