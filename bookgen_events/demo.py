@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from .bus import EventBus
 from .outcomes import Outcome
@@ -45,7 +46,18 @@ async def run_demo(
         ids.append(stream_id)
         say(f"  emitted {what:<40} stream id {stream_id}")
 
-    say(f"job {job_id}: watch it live at http://127.0.0.1:8000/?job_id={job_id}")
+    # The gateway's address is not known here (it runs elsewhere): its default is assumed.
+    link = {"job_id": job_id}
+    secret = settings.websocket_jwt_secret
+    if settings.websocket_auth == "jwt" and secret is not None:
+        from gateway.auth import mint_token
+
+        link["token"] = mint_token(
+            secret.get_secret_value(), user_id=None, job_ids=[job_id], ttl_s=3600
+        )
+    say(f"job {job_id}: watch it live at http://127.0.0.1:8000/?{urlencode(link)}")
+    if settings.websocket_auth == "jwt" and secret is None:
+        say(f"  (the page needs a token: bookgen-events token --job-id {job_id})")
     track(
         await service.send_status_change(
             job_id, "queued", "running", webhook_url, email, user_id=user_id
