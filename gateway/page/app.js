@@ -164,6 +164,9 @@
     note.textContent = job.historyGone === "gap"
       ? "Some events from while the page was disconnected are no longer available; showing events from here on."
       : "Earlier history is no longer available; showing events from here on.";
+    // A background tab still tells how the job is doing.
+    const headline = job.state === "running" ? `${shown}%` : STATE_TEXT[job.state] || job.state;
+    document.title = `${headline} · job ${job.id} · BookGen`;
     drawCount();
   }
   function drawCount() {
@@ -306,9 +309,12 @@
       return connect();
     }
     setConn("refused", "Refused");
+    reason = reason.replace(/[.\s]+$/, "");
     if (/token/i.test(reason)) {
       store(tokenKey(job.id), null);
       $("token-field").hidden = false;
+      // The hint below names this job; drop the server's generic one ("…: mint one with …").
+      if (reason.includes("bookgen-events token")) reason = reason.split(":")[0];
       const cmd = el("code", "", `bookgen-events token --job-id ${job.id}`);
       problem(`Cannot watch job ${job.id}: ${reason}.`, [
         "Get a token with ", cmd, ", paste it into the Token field and press Watch.",

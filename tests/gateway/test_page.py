@@ -183,18 +183,27 @@ async def test_finished_state_is_clear_and_the_page_fits_a_narrow_window(
     await expect(page.locator("#bar")).to_have_attribute("style", "width: 100%;")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await expect(page.locator("#feed li")).to_have_count(6)
-    await page.screenshot(path=tmp_path / "finished.png", full_page=True)
+    await page.screenshot(path=tmp_path / "finished.png", full_page=True, animations="disabled")
 
+    await expect(page).to_have_title(re.compile("Finished"))  # visible from a background tab
     await page.set_viewport_size({"width": 360, "height": 800})
     overflow = await page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0
-    await page.screenshot(path=tmp_path / "finished-narrow.png", full_page=True)
+    await page.screenshot(
+        path=tmp_path / "finished-narrow.png", full_page=True, animations="disabled"
+    )
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=tmp_path / "dark.png", full_page=True, animations="disabled")
 
 
 async def test_failure_and_cancellation_are_shown_and_a_new_job_can_be_watched_by_keyboard(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, bus: EventBus
+    browser: Browser,
+    start_gateway: StartGateway,
+    gw_settings: Settings,
+    bus: EventBus,
+    tmp_path: Path,
 ) -> None:
     """A critical error means Failed (with the error); a status change to cancelled means Cancelled."""
     gateway = await start_gateway(gw_settings)
@@ -205,6 +214,7 @@ async def test_failure_and_cancellation_are_shown_and_a_new_job_can_be_watched_b
     await bus.emit(error_alert("bad-job", "Simulated generation failure", "critical"))
     await expect(page.locator("#job")).to_have_attribute("data-state", "failed")
     await expect(page.locator("#outcome")).to_contain_text("Simulated generation failure")
+    await page.screenshot(path=tmp_path / "failed.png", full_page=True, animations="disabled")
 
     # Keyboard only: focus the job field, type, tab to the token, Enter submits.
     await page.focus("#job-id")
@@ -224,7 +234,7 @@ async def test_failure_and_cancellation_are_shown_and_a_new_job_can_be_watched_b
 
 
 async def test_a_refused_connection_says_why_and_how_to_get_a_token(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings
+    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, tmp_path: Path
 ) -> None:
     """Without a token the page shows the server's reason, the token command, and focuses the token field."""
     gateway = await start_gateway(gw_settings)
@@ -238,7 +248,8 @@ async def test_a_refused_connection_says_why_and_how_to_get_a_token(
     await expect(page.locator("#token")).to_be_focused()
     await expect(page.locator("#job")).to_have_attribute(
         "data-state", "waiting"
-    )  # job ≠ connection
+    )  # the job's state is not the connection's
+    await page.screenshot(path=tmp_path / "refused.png", full_page=True, animations="disabled")
 
 
 async def test_notifications_are_readable_and_never_run_as_html(
