@@ -4,6 +4,12 @@ We only borrow the package's binary and drive it ourselves: our flags, our data 
 (AOF on), a state file naming the server and the process that owns it. A server left behind
 by an owner that crashed is reaped on the next start; other commands (``status``, ``emit``,
 ``tail``) find a live one through the same file when no ``REDIS_URL`` is set.
+
+Only its owner can read what it keeps (SPEC 8): the data folder is 0700, the server runs
+with a umask of 077 (its AOF, log and pidfile are 0600) and it requires a password, made
+once and kept 0600 in the data folder as ``redis_password``. The password reaches the
+server on its standard input, never on its command line (which ``ps`` shows to everyone),
+and every URL this module hands out carries it, so local clients find the server as before.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .credentials import REDIS_PASSWORD_FILE, private_dir, read_or_create, read_secret, redact_url
 from .errors import EmbeddedServerError
 from .logs import get_logger
 
@@ -78,13 +86,58 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ping(port: int, timeout: float = 0.5) -> bool:
+def _command(*parts: str) -> bytes:
+    """One command in RESP (a password may hold any character)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _ping(port: int, password: str | None = None, timeout: float = 0.5) -> bool:
+    """Whether our server answers PING there (after AUTH with ``password``)."""
+    request = (_command("AUTH", password) if password else b"") + _command("PING")
+    replies = 2 if password else 1
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(request)
+            data = b""
+            while data.count(b"\r\n") < replies:
+                chunk = sock.recv(256)
+                if not chunk:
+                    return False
+                data += chunk
     except OSError:
         return False
+    return data.split(b"\r\n")[replies - 1] == b"+PONG"
+
+
+def _url(port: int, password: str | None) -> str:
+    # Generated passwords are URL-safe base64: no character needs quoting in the userinfo.
+    return f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+
+
+def _secure_tree(directory: Path) -> None:
+    """Owner-only modes on what an earlier release (or run) left: dirs 0700, files 0600."""
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError, NotImplementedError):
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a 0600 file holding ``text``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
 
 
 def _read_state(data_dir: Path) -> dict[str, int] | None:
@@ -94,13 +147,19 @@ def _read_state(data_dir: Path) -> dict[str, int] | None:
         return None
 
 
+def password_file(data_dir: str | Path) -> Path:
+    """Where the embedded server's password is kept."""
+    return Path(data_dir).expanduser().resolve() / REDIS_PASSWORD_FILE
+
+
 def running_url(data_dir: str | Path) -> str | None:
-    """The URL of a live embedded server whose owner is still running, if any."""
+    """The URL (password included) of a live embedded server whose owner still runs, if any."""
     state = _read_state(Path(data_dir))
     if not state:
         return None
-    if _alive(state["owner_pid"]) and _alive(state["pid"]) and _ping(state["port"]):
-        return f"redis://127.0.0.1:{state['port']}/0"
+    password = read_secret(password_file(data_dir))
+    if _alive(state["owner_pid"]) and _alive(state["pid"]) and _ping(state["port"], password):
+        return _url(state["port"], password)
     return None
 
 
@@ -119,7 +178,8 @@ class EmbeddedRedis:
     """A Valkey server owned by this process, data (AOF) under ``data_dir``.
 
     ``port=None`` tries 6399 (so ``redis-cli -p 6399`` finds it), ``port=0`` any free port.
-    Use as a context manager or call :meth:`start` / :meth:`stop`.
+    Use as a context manager or call :meth:`start` / :meth:`stop`. Its :attr:`url` carries
+    the password; show it to people through :func:`~.credentials.redact_url` only.
     """
 
     def __init__(
@@ -129,17 +189,28 @@ class EmbeddedRedis:
         self.requested_port = port
         self.appendonly = appendonly
         self.port: int | None = None
+        self.password: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """``redis://:PASSWORD@127.0.0.1:PORT/0``."""
         if self.port is None:
             raise EmbeddedServerError("embedded server not started")
-        return f"redis://127.0.0.1:{self.port}/0"
+        return _url(self.port, self.password)
+
+    @property
+    def password_file(self) -> Path:
+        return password_file(self.data_dir)
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the server (reaping one a crashed owner left) and return its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            private_dir(self.data_dir)
+            _secure_tree(self.data_dir)
+            self.password = read_or_create(self.password_file, lambda: secrets.token_urlsafe(32))
+        except OSError as exc:
+            raise EmbeddedServerError(f"cannot prepare {self.data_dir}: {exc}") from exc
         self._reap_stale()
         port = DEFAULT_PORT if self.requested_port is None else self.requested_port
         if port and not _port_free(port):
@@ -160,32 +231,48 @@ class EmbeddedRedis:
             "--pidfile", str(self.data_dir / "valkey.pid"),
             "--logfile", str(self.data_dir / "valkey.log"),
             "--daemonize", "no",
+            # With a password set protected mode changes nothing; it stays on in case one
+            # ever is not (then only loopback clients are served).
             "--protected-mode", "yes",
+            "-",  # then read the rest of the configuration (the password) from stdin
         ]  # fmt: skip
         try:
             # Own session: a Ctrl-C in the terminal reaches us, and we stop the server in order.
             # It logs to its own file; inheriting our stdio would keep pipes open after us.
+            # umask 077: everything it creates (AOF, log, pidfile) is its owner's alone.
             self._process = subprocess.Popen(
                 args,
                 start_new_session=True,
-                stdin=subprocess.DEVNULL,
+                umask=0o077,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         except OSError as exc:
             raise EmbeddedServerError(f"cannot start {args[0]}: {exc}") from exc
+        try:
+            self._wait_ready(port, timeout)
+        except BaseException:  # a failed start, or a signal meanwhile: leave nothing running
+            self.stop()
+            raise
+        state = {"pid": self._process.pid, "port": port, "owner_pid": os.getpid()}
+        _write_private(self.data_dir / STATE_FILE, json.dumps(state))
+        log.info("embedded redis started", url=redact_url(self.url), data_dir=str(self.data_dir))
+        return self.url
+
+    def _wait_ready(self, port: int, timeout: float) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.write(f"requirepass {self.password}\n".encode())
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
         deadline = time.monotonic() + timeout
-        while not _ping(port):
+        while not _ping(port, self.password):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
                 raise EmbeddedServerError(
                     f"embedded server did not start; see {self.data_dir / 'valkey.log'}"
                 )
             time.sleep(0.02)
-        state = {"pid": self._process.pid, "port": port, "owner_pid": os.getpid()}
-        (self.data_dir / STATE_FILE).write_text(json.dumps(state))
-        log.info("embedded redis started", url=self.url, data_dir=str(self.data_dir))
-        return self.url
 
     def stop(self) -> None:
         """Stop the server gracefully (it fsyncs its AOF) and forget it."""
