@@ -294,8 +294,13 @@ class EventBus:
 
     # -- consumer groups ---------------------------------------------------------------------
 
-    async def ensure_group(self, group: str, stream: str | None = None, start: str = "0") -> bool:
-        """Create ``group`` (and the stream) if missing; returns True when it was created."""
+    async def ensure_group(self, group: str, stream: str | None = None, start: str = "$") -> bool:
+        """Create ``group`` (and the stream) if missing; returns True when it was created.
+
+        A new group starts at the end of the stream (``$``): a channel switched on later
+        does not deliver every old event. Backfilling is a deliberate act
+        (:meth:`place_group`, ``consume CHANNEL --from``).
+        """
         try:
             await self._r.xgroup_create(stream or self.names.events, group, id=start, mkstream=True)
         except ResponseError as exc:
@@ -303,6 +308,16 @@ class EventBus:
                 return False
             raise
         return True
+
+    async def place_group(self, group: str, start: str, stream: str | None = None) -> bool:
+        """Set ``group`` to read everything after ``start`` (creating it there if missing);
+        returns True when it was created. Entries already delivered are not redelivered
+        unless ``start`` lies before them: this is how a channel backfills on purpose."""
+        stream = stream or self.names.events
+        if await self.ensure_group(group, stream, start=start):
+            return True
+        await self._r.xgroup_setid(stream, group, start)
+        return False
 
     async def read_group(
         self,
@@ -327,7 +342,7 @@ class EventBus:
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
-            await self.ensure_group(group, stream)
+            await self.ensure_group(group, stream, start="0")  # Redis lost it: read all there is
             return []
         return _entries(reply)
 
@@ -350,7 +365,7 @@ class EventBus:
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
-            await self.ensure_group(group, stream)
+            await self.ensure_group(group, stream, start="0")  # Redis lost it: read all there is
             return "0-0", []
         next_start, entries = reply[0], reply[1]
         return next_start, [(i, f) for i, f in entries if f is not None]

@@ -567,7 +567,7 @@ class Consumer:
                     # the failing XACK were written; the entries left the PEL with the group.
                     self._log.error("consumer group lost; recreating it", error=str(exc))
                     self._release(commit.acks, commit.unschedule)
-                    await self._redis_call(self.bus.ensure_group(self.group))
+                    await self._redis_call(self.bus.ensure_group(self.group, start="0"))
                     continue
                 # Anything else (OOM, a read-only replica...): keep the results, try again.
                 self._log.error("cannot record results; retrying", error=str(exc))

@@ -6,6 +6,7 @@
     │   └── EventTooLargeError            the encoded event exceeds MAX_EVENT_BYTES
     ├── DecodeError (ValueError)          a stream entry cannot be decoded (a poison entry)
     ├── EmbeddedServerError               the embedded Redis server could not be started
+    ├── GatewayBindError                  the gateway cannot listen on its host and port
     └── OffsetError (ValueError)          a replay offset is malformed or out of range
 
 Control flow for channels (not errors of the library, so not under the root):
@@ -58,6 +59,10 @@ class DecodeError(BookgenEventsError, ValueError):
 
 class EmbeddedServerError(BookgenEventsError):
     """The embedded Redis-compatible server could not be started or reached."""
+
+
+class GatewayBindError(BookgenEventsError):
+    """The gateway cannot listen on its host and port (in use, or not an address here)."""
 
 
 class OffsetError(BookgenEventsError, ValueError):

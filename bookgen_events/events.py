@@ -29,9 +29,15 @@ from pydantic import (
 from pydantic_core import PydanticSerializationError, core_schema
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
+from .targets import target_problem
 
 #: The stream entry holds the event as JSON under this single field.
 WIRE_FIELD = "event"
+#: How deep JSON may nest (the outermost object is level 1): deeper input is refused at the
+#: edge, before a recursive parser or serializer anywhere down the line meets it.
+MAX_JSON_DEPTH = 32
+# The envelope and ``data`` are the two levels above ``metadata``.
+_METADATA_DEPTH = MAX_JSON_DEPTH - 2
 
 
 class EventType(StrEnum):
@@ -323,8 +329,40 @@ def make_event(value: Event | dict[str, Any]) -> Event:
         raise _wrap_validation(exc) from None
 
 
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON-like ``value`` nests containers more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)] if isinstance(value, (dict, list, tuple)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
+    return False
+
+
+def _check_edge(event: Event) -> None:
+    """What only the edge checks (emit): the target's shape and the metadata's depth.
+
+    Not part of the model: a consumer decoding each entry would pay for it on its hot path,
+    and an entry that got past it anyway is refused at connect or dead-lettered there.
+    """
+    url = event.webhook_url
+    if url is not None and (problem := target_problem(url)) is not None:
+        raise EventValidationError(
+            f"invalid event: webhook_url: {url[:80]!r} {problem}", [("webhook_url", problem)]
+        )
+    metadata = event.data.metadata
+    if metadata and too_deep(metadata, _METADATA_DEPTH):
+        message = f"nested deeper than {MAX_JSON_DEPTH} levels of JSON"
+        raise EventValidationError(
+            f"invalid event: data.metadata: {message}", [("data.metadata", message)]
+        )
+
+
 def encode(event: Event, max_bytes: int) -> bytes:
-    """Serialise ``event`` for the stream, refusing it when over ``max_bytes``."""
+    """Check ``event`` as the edge does and serialise it for the stream (``max_bytes`` at most)."""
+    _check_edge(event)
     try:
         # pydantic-core's serializer itself: UTF-8 bytes at once, without model_dump_json's
         # keyword handling and a str to encode again (~0.4 µs of an emit).

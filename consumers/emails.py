@@ -41,6 +41,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 _EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # Event.id's own pattern, re-checked
 _MAX_SUBJECT = 200
+#: Bytes of rendered messages kept for reuse (an event's other recipients, its retries).
+CACHE_BYTES = 16 * 1024 * 1024
 _address = TypeAdapter(EmailAddress)
 
 
@@ -73,6 +75,10 @@ class PreparedMessage:
 
     def to(self, recipient: str) -> bytes:
         return self.head + recipient.encode("ascii") + self.tail
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + len(self.tail) + len(self.subject)
 
 
 class Renderer:
@@ -159,11 +165,22 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, mailer: Mailer, renderer: Renderer, *, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        mailer: Mailer,
+        renderer: Renderer,
+        *,
+        cache_size: int = 1024,
+        cache_bytes: int = CACHE_BYTES,
+    ) -> None:
         self.mailer = mailer
         self.renderer = renderer
+        # Rendered messages of recent events, for their other recipients and retries; bounded
+        # by count and by bytes (a 64 KiB event can render to far more than 64 KiB).
         self._cache: OrderedDict[str, PreparedMessage] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
+        self.cached_bytes = 0
 
     def recipients(self, event: Event) -> list[str]:
         return list(event.emails)
@@ -177,8 +194,11 @@ class EmailChannel:
         if prepared is None:
             prepared = self.renderer.render(event)
             self._cache[event.id] = prepared
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self.cached_bytes += prepared.size
+            while self._cache and (
+                len(self._cache) > self._cache_size or self.cached_bytes > self._cache_bytes
+            ):
+                self.cached_bytes -= self._cache.popitem(last=False)[1].size
         return prepared
 
     async def deliver(self, event: Event, recipient: str) -> int | None:

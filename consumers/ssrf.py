@@ -1,5 +1,8 @@
 """SSRF guard: webhook targets may only reach public addresses.
 
+The URL's shape is checked first, always (:mod:`bookgen_events.targets`: no userinfo, no
+numeric host forms that parsers read differently).
+
 A check of the URL's host name before sending is not enough: the name can resolve to a public
 address when checked and to ``127.0.0.1`` when connected (DNS rebinding). So the check sits in
 the HTTP client's resolver (:class:`GuardedResolver`), on the very addresses the connector is
@@ -17,6 +20,8 @@ from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from bookgen_events.targets import target_problem
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Instance metadata services (credentials live there); named in refusals for clarity.
@@ -33,7 +38,7 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix embedding an IPv4 address
-_SCHEMES = ("http", "https")
+ALLOW_HINT = " (set WEBHOOK_ALLOW_PRIVATE=true to allow private targets, e.g. on an intranet)"
 
 
 class SSRFBlocked(OSError):
@@ -97,26 +102,25 @@ def check_addresses(host: str, addresses: Iterable[str]) -> None:
     for address in addresses:
         reason = blocked_reason(address)
         if reason is not None:
-            raise SSRFBlocked(f"webhook target {host!r} resolves to a {reason}")
+            raise SSRFBlocked(f"webhook target {host!r} resolves to a {reason}{ALLOW_HINT}")
 
 
 def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse non-http(s) URLs and, unless ``allow_private``, literal non-public IP hosts."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in _SCHEMES:
-        raise SSRFBlocked(f"webhook target scheme {parts.scheme!r} is not http or https")
-    host = parts.hostname
-    if not host:
-        raise SSRFBlocked("webhook target has no host")
+    """Refuse a URL of a refused shape (always) and, unless ``allow_private``, a literal
+    non-public IP host."""
+    problem = target_problem(url)
+    if problem is not None:
+        raise SSRFBlocked(f"webhook target {problem}")
     if allow_private:
         return
+    host = urlsplit(url).hostname or ""
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
         return  # a name: checked after resolution, at connect time
     reason = blocked_reason(addr)
     if reason is not None:
-        raise SSRFBlocked(f"webhook target is a {reason}")
+        raise SSRFBlocked(f"webhook target is a {reason}{ALLOW_HINT}")
 
 
 class GuardedResolver(AbstractResolver):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,13 +22,17 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from bookgen_events.bus import EventBus
-from bookgen_events.errors import ConfigError
+from bookgen_events.errors import ConfigError, GatewayBindError
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
 from . import http
+from .access import admin_only
+from .admission import ConnectionCaps
 from .auth import MIN_SECRET_BYTES, weak_secret
 from .fanout import Fanout
+from .headers_timeout import HeadersTimeoutProtocol
+from .notifications import list_notifications
 from .protocol import FramedWebSocketProtocol
 from .websocket import notifications
 
@@ -39,36 +45,41 @@ AUTH_OFF_WARNING = (
 
 
 def _routes(settings: Settings) -> list[BaseRoute]:
+    """Open: the page, health, status and metrics (no per-user data). Keyed: the rest."""
     routes: list[BaseRoute] = [
         Route("/", http.page),
         Route("/app.js", http.page_script),
         Route("/ws/status", http.ws_status),
         Route("/health", http.health),
         Route("/metrics", http.metrics),
-        Route("/events", http.post_events, methods=["POST"]),
+        Route("/events", http.post_events, methods=["POST"]),  # PRODUCER_API_KEY
+        Route("/notifications", admin_only(list_notifications)),
     ]
     if settings.websocket_enabled:  # WEBSOCKET_ENABLED=false keeps only the HTTP endpoints
         routes.append(WebSocketRoute("/ws/notifications", notifications))
-    try:  # written by the logger's engineer; mounted once it exists
-        from .notifications import list_notifications
-    except ImportError:
-        log.info("GET /notifications not mounted: gateway.notifications is not installed")
-    else:
-        routes.append(Route("/notifications", list_notifications))
     return routes
+
+
+def check_secret(settings: Settings) -> None:
+    """Refuse to start with WebSocket auth on and no, or a too short, signing secret."""
+    if settings.websocket_auth != "jwt":
+        return
+    secret = settings.websocket_jwt_secret
+    if secret is None:
+        raise ConfigError(
+            "WEBSOCKET_AUTH=jwt needs WEBSOCKET_JWT_SECRET (or set WEBSOCKET_AUTH=none explicitly)"
+        )
+    if weak_secret(secret.get_secret_value()):
+        raise ConfigError(
+            f"WEBSOCKET_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: HS256 needs a key "
+            "at least as long as its hash (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
 
 
 def create_app(bus: EventBus, settings: Settings) -> Starlette:
     """The gateway app over an injected bus; the fan-out starts and stops with its lifespan."""
-    if settings.websocket_auth == "jwt" and settings.websocket_jwt_secret is None:
-        raise ConfigError(
-            "WEBSOCKET_AUTH=jwt needs WEBSOCKET_JWT_SECRET (or set WEBSOCKET_AUTH=none explicitly)"
-        )
-    secret = settings.websocket_jwt_secret
-    if settings.websocket_auth == "jwt" and secret and weak_secret(secret.get_secret_value()):
-        log.warning(
-            f"WEBSOCKET_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: use a longer one"
-        )
+    check_secret(settings)
     fanout = Fanout(bus)
 
     @contextlib.asynccontextmanager
@@ -86,6 +97,7 @@ def create_app(bus: EventBus, settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.bus = bus
     app.state.fanout = fanout
+    app.state.connection_caps = ConnectionCaps(settings.websocket_max_connections_per_user)
     return app
 
 
@@ -131,6 +143,7 @@ async def serve(
     """Serve the gateway until ``stop`` is set; pings every WEBSOCKET_PING_INTERVAL seconds and
     drops a client silent for WEBSOCKET_PING_TIMEOUT (Centrifugo's 25 s / 8 s by default)."""
     app = create_app(bus, settings)
+    sock = listen(host, port)
     for name in ("uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _RedactTokens) for f in logger.filters):
@@ -142,6 +155,9 @@ async def serve(
         lifespan="on",
         log_config=None,
         access_log=False,
+        http=functools.partial(  # type: ignore[arg-type]
+            HeadersTimeoutProtocol, header_timeout=settings.http_header_timeout
+        ),
         ws=FramedWebSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=64 * 1024,  # clients have nothing big to say
@@ -150,7 +166,7 @@ async def serve(
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    server_task = asyncio.create_task(server.serve(), name="gateway-uvicorn")
+    server_task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-uvicorn")
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({server_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
@@ -158,4 +174,35 @@ async def serve(
         log.info("gateway stopping: closing WebSockets with 1001")
         await close_all(app.state.fanout, 1001, "server shutting down")
         server.should_exit = True
-    await server_task
+    try:
+        await server_task
+    finally:
+        sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The gateway's listening socket, bound here so that a taken port is a clear error.
+
+    (uvicorn logs a bind failure and calls ``sys.exit`` inside its task, which leaves the
+    rest of the process running.)
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise GatewayBindError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise GatewayBindError(f"cannot listen on {host}:{port}: {_reason(exc)}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()

@@ -15,10 +15,11 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
+MISSING_TOKEN = "missing token: mint one with bookgen-events token --job-id ID (or --user-id)"
 
 
 def weak_secret(secret: str) -> bool:
-    """Whether the secret is shorter than HS256 needs (the gateway warns once at start)."""
+    """Whether the secret is shorter than HS256 needs (the gateway refuses it at start)."""
     return len(secret.encode()) < MIN_SECRET_BYTES
 
 
@@ -32,13 +33,21 @@ class Refused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a verified token allows."""
+    """What a verified token allows, and until when (``expires_at``, Unix seconds)."""
 
     user_id: str | None
     job_ids: frozenset[str]
+    expires_at: float
 
 
-def mint_token(secret: str, *, user_id: str | None, job_ids: list[str], ttl_s: int) -> str:
+def mint_token(
+    secret: str,
+    *,
+    user_id: str | None,
+    job_ids: list[str],
+    ttl_s: int,
+    max_ttl_s: float | None = None,
+) -> str:
     """Sign a token letting its holder watch ``user_id``'s events and/or ``job_ids``."""
     if not secret:
         raise ValueError("cannot sign a token with an empty secret")
@@ -46,6 +55,10 @@ def mint_token(secret: str, *, user_id: str | None, job_ids: list[str], ttl_s: i
         raise ValueError("a token must name a user_id and/or at least one job_id")
     if ttl_s <= 0:
         raise ValueError("ttl_s must be positive")
+    if max_ttl_s is not None and ttl_s > max_ttl_s:
+        raise ValueError(
+            f"a token may live {max_ttl_s:g} s at most (WEBSOCKET_TOKEN_MAX_TTL), not {ttl_s} s"
+        )
     now = int(time.time())
     claims: dict[str, object] = {
         "jobs": list(dict.fromkeys(job_ids)),
@@ -59,10 +72,14 @@ def mint_token(secret: str, *, user_id: str | None, job_ids: list[str], ttl_s: i
         return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify_token(secret: str, token: str | None) -> Grant:
-    """Decode and check ``token``; raises :class:`Refused` with a reason safe to show."""
+def verify_token(secret: str, token: str | None, *, max_ttl_s: float | None = None) -> Grant:
+    """Decode and check ``token``; raises :class:`Refused` with a reason safe to show.
+
+    With ``max_ttl_s``, a token made to live longer than that (``exp - iat``) is refused
+    too: a leaked hundred-year token must not be a key for ever.
+    """
     if not token:
-        raise Refused("missing token")
+        raise Refused(MISSING_TOKEN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureKeyLengthWarning)
@@ -81,7 +98,12 @@ def verify_token(secret: str, token: str | None) -> Grant:
     jobs = claims.get("jobs", [])
     if (user_id is not None and not isinstance(user_id, str)) or not isinstance(jobs, list):
         raise Refused("malformed token claims")
-    return Grant(user_id, frozenset(str(j) for j in jobs))
+    expires_at, issued_at = claims["exp"], claims["iat"]
+    if not isinstance(expires_at, int | float) or not isinstance(issued_at, int | float):
+        raise Refused("malformed token claims")
+    if max_ttl_s is not None and expires_at - issued_at > max_ttl_s:
+        raise Refused("token lives longer than WEBSOCKET_TOKEN_MAX_TTL allows: mint a shorter one")
+    return Grant(user_id, frozenset(str(j) for j in jobs), float(expires_at))
 
 
 def authorize(grant: Grant, *, job_id: str | None, user_id: str | None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from functools import cache
 from importlib.resources import files
@@ -15,29 +14,16 @@ from starlette.responses import JSONResponse, Response
 
 from bookgen_events.bus import EventBus
 from bookgen_events.errors import EventTooLargeError, EventValidationError
-from bookgen_events.events import make_event
+from bookgen_events.events import MAX_JSON_DEPTH, make_event, too_deep
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
+from .access import error, producer_refusal
 from .fanout import Fanout
 
 log = get_logger("gateway.http")
 
-
-def _error(status: int, detail: str, **extra: object) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
-
-
-def _authorized(request: Request, settings: Settings) -> JSONResponse | None:
-    key = settings.producer_api_key
-    if key is None:
-        return _error(401, "POST /events is disabled: PRODUCER_API_KEY is not configured")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        return _error(401, "missing or wrong producer API key (Authorization: Bearer ...)")
-    return None
+_TOO_DEEP = f"body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -57,28 +43,32 @@ async def post_events(request: Request) -> Response:
     """Validate and append one event for producers in other languages."""
     settings: Settings = request.app.state.settings
     bus: EventBus = request.app.state.bus
-    refusal = _authorized(request, settings)
+    refusal = producer_refusal(request)
     if refusal is not None:
         return refusal
     limit = settings.max_event_bytes
     body = await _read_body(request, limit)
     if body is None:
-        return _error(413, f"body is over MAX_EVENT_BYTES={limit}")
+        return error(413, f"body is over MAX_EVENT_BYTES={limit}")
     try:
         payload = json.loads(body)
     except ValueError as exc:
-        return _error(422, f"body is not valid JSON: {exc}")
+        return error(422, f"body is not valid JSON: {exc}")
+    except RecursionError:  # nested past what the parser itself takes
+        return error(422, _TOO_DEEP)
+    if too_deep(payload):
+        return error(422, _TOO_DEEP)
     try:
         event = make_event(payload)
         stream_id = await bus.emit(event)
     except EventTooLargeError as exc:
-        return _error(413, str(exc))
+        return error(413, str(exc))
     except EventValidationError as exc:
         errors = [{"field": field, "message": msg} for field, msg in exc.errors]
-        return _error(422, str(exc), errors=errors)
+        return error(422, str(exc), errors=errors)
     except (RedisError, OSError) as exc:
         log.error("emit failed", error=str(exc))
-        return _error(503, "event store unavailable")
+        return error(503, "event store unavailable")
     return JSONResponse({"stream_id": stream_id, "event_id": event.id}, status_code=201)
 
 

@@ -1,5 +1,8 @@
 """``GET /notifications``: the notification log over HTTP, newest first, keyset-paginated.
 
+An operator route: it shows recipients and errors of every user, so it needs
+``ADMIN_API_KEY`` (see :mod:`gateway.access`).
+
 Query parameters, all optional: ``job_id``, ``status`` (pending|delivered|failed|rate_limited),
 ``channel`` (websocket|webhook|email), ``limit`` (1-500, default 50) and ``cursor`` (the
 ``next_cursor`` of the previous page). A bad parameter is a 400 naming it.
@@ -43,10 +46,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, row_id = json.loads(raw)
-        if not isinstance(row_id, int):
+        if not isinstance(row_id, int) or isinstance(row_id, bool):
             raise TypeError("id is not an integer")
+        if not 0 <= row_id < 2**63:  # row ids are 63-bit hashes; SQL cannot bind more
+            raise ValueError("id is out of range")
         return datetime.fromisoformat(created), row_id
-    except (binascii.Error, ValueError, TypeError) as exc:
+    except (binascii.Error, ValueError, TypeError, RecursionError) as exc:
         raise BadRequest(f"cursor: not a cursor from this endpoint ({exc})") from None
 
 

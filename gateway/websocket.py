@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,8 @@ from bookgen_events.events import decode
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
-from .auth import Refused, authorize, verify_token
+from .admission import ConnectionCaps, check_origin
+from .auth import Grant, Refused, authorize, verify_token
 from .fanout import Fanout
 from .metrics import WS_CLOSED, WS_CONNECTIONS
 from .protocol import EXTENSION
@@ -82,14 +84,28 @@ def parse_request(websocket: WebSocket) -> WatchRequest:
     return WatchRequest(job_id, user_id, last, token)
 
 
-def check_access(request: WatchRequest, settings: Settings) -> None:
+def check_access(request: WatchRequest, settings: Settings) -> Grant | None:
+    """The token's grant (None with auth off); raises :class:`Refused` if it does not cover
+    the request."""
     if settings.websocket_auth == "none":
-        return
+        return None
     secret = settings.websocket_jwt_secret
     if secret is None:  # create_app refuses this configuration; a second fence
         raise Refused("server has no WEBSOCKET_JWT_SECRET")
-    grant = verify_token(secret.get_secret_value(), request.token)
+    grant = verify_token(
+        secret.get_secret_value(), request.token, max_ttl_s=settings.websocket_token_max_ttl
+    )
     authorize(grant, job_id=request.job_id, user_id=request.user_id)
+    return grant
+
+
+def _expire_at(grant: Grant | None, sub: Subscriber) -> asyncio.TimerHandle | None:
+    """Close ``sub`` with 1008 when its token expires: a connection never outlives it."""
+    if grant is None:
+        return None
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, grant.expires_at - time.time())
+    return loop.call_later(delay, sub.shut, 1008, "token expired")
 
 
 def _closer(websocket: WebSocket, sink: Any | None) -> Any:
@@ -116,9 +132,14 @@ async def notifications(websocket: WebSocket) -> None:
     state = websocket.app.state
     settings: Settings = state.settings
     fanout: Fanout = state.fanout
+    caps: ConnectionCaps = state.connection_caps
     try:
+        headers = websocket.headers
+        check_origin(headers.get("origin"), headers.get("host"), settings.websocket_allowed_origins)
         request = parse_request(websocket)
-        check_access(request, settings)
+        grant = check_access(request, settings)
+        counted = caps.keys(request.token, websocket.client.host if websocket.client else None)
+        caps.admit(counted)
     except Refused as refused:
         WS_CLOSED.labels("1008").inc()
         log.info("websocket refused", reason=refused.reason)
@@ -140,12 +161,15 @@ async def notifications(websocket: WebSocket) -> None:
     # already subscribed: events in between are held in its queue, not lost.
     position = fanout.subscribe(sub)
     WS_CONNECTIONS.inc()
+    expiry = _expire_at(grant, sub)
     try:
         await websocket.accept()
         if request.last_event_id is None:
             sub.go_live(parse_stream_id(position))
         else:
-            await resume(sub, request.last_event_id, position, fanout.bus)
+            await resume(
+                sub, request.last_event_id, position, fanout.bus, settings.websocket_resume_max
+            )
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -153,6 +177,9 @@ async def notifications(websocket: WebSocket) -> None:
     except Exception as exc:  # a send to a vanished client; nothing to tell it
         log.debug("websocket ended", error=repr(exc))
     finally:
+        if expiry is not None:
+            expiry.cancel()
+        caps.release(counted)
         fanout.unsubscribe(sub)
         sub.stop()
         WS_CONNECTIONS.dec()
@@ -185,23 +212,46 @@ async def is_trimmed(bus: EventBus, last_event_id: str) -> bool:
     return last < parse_stream_id(first)
 
 
-async def resume(sub: Subscriber, last_event_id: str, position: str, bus: EventBus) -> None:
-    """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue."""
+async def resume(
+    sub: Subscriber, last_event_id: str, position: str, bus: EventBus, limit: int
+) -> None:
+    """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue.
+
+    At most ``limit`` entries are read (``WEBSOCKET_RESUME_MAX``): past that the client gets
+    ``resync_required`` instead, so one reconnect cannot make the gateway decode the whole
+    retained stream.
+    """
     end = parse_stream_id(position)
     if await is_trimmed(bus, last_event_id):
         await sub.send_now(RESYNC)
     elif parse_stream_id(last_event_id) < end:
-        start = f"({last_event_id}"
-        while not sub.closed:
-            entries = await bus.range(start, position, count=_BACKFILL_PAGE)
-            for entry_id, fields in entries:
-                try:
-                    event = decode(fields)
-                except DecodeError:
-                    continue
-                if matches(sub, event):
-                    await sub.send_now(Message.from_event(entry_id, event))
-            if len(entries) < _BACKFILL_PAGE:
-                break
-            start = f"({entries[-1][0]}"
+        missed = await _missed(sub, last_event_id, position, bus, limit)
+        for message in missed if missed is not None else [RESYNC]:
+            await sub.send_now(message)
     sub.go_live(end)
+
+
+async def _missed(
+    sub: Subscriber, last_event_id: str, position: str, bus: EventBus, limit: int
+) -> list[Message] | None:
+    """``sub``'s messages in ``(last_event_id, position]``, or None if over ``limit`` entries."""
+    missed: list[Message] = []
+    start, read = f"({last_event_id}", 0
+    while not sub.closed:
+        # One entry past the limit tells "exactly at the limit" from "over it".
+        count = min(_BACKFILL_PAGE, limit + 1 - read)
+        entries = await bus.range(start, position, count=count)
+        read += len(entries)
+        if read > limit:
+            return None
+        for entry_id, fields in entries:
+            try:
+                event = decode(fields)
+            except DecodeError:
+                continue
+            if matches(sub, event):
+                missed.append(Message.from_event(entry_id, event))
+        if len(entries) < count:
+            break
+        start = f"({entries[-1][0]}"
+    return missed

@@ -62,9 +62,32 @@ async def redis(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+#: The consumer groups of a deployment: (group, stream names attribute).
+DEPLOYED_GROUPS = (
+    ("webhook", "events"),
+    ("email", "events"),
+    ("logger", "events"),
+    ("logger", "deliveries"),
+)
+
+
 @pytest.fixture
-def bus(redis: Redis, prefix: str) -> EventBus:
+def bare_bus(redis: Redis, prefix: str) -> EventBus:
+    """A bus on the test's own prefix with no stream and no group yet."""
     return EventBus(redis, prefix=prefix, maxlen=10_000)
+
+
+@pytest.fixture
+async def bus(bare_bus: EventBus) -> EventBus:
+    """A bus on the test's own prefix, its channel groups already in place.
+
+    New groups start at the end of the stream (SPEC 11), so, as in a deployment whose
+    consumers run before producers emit, the groups exist before the test emits anything.
+    Tests of that rule itself use group names of their own.
+    """
+    for group, stream in DEPLOYED_GROUPS:
+        await bare_bus.ensure_group(group, stream=getattr(bare_bus.names, stream))
+    return bare_bus
 
 
 @pytest.fixture

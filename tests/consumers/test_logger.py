@@ -248,10 +248,10 @@ async def test_reclaims_a_dead_loggers_entries(bus: EventBus, log_settings: Sett
     assert await _pending(bus, bus.names.events, 0)
 
 
-async def test_disabled_logging_does_nothing(bus: EventBus, log_settings: Settings) -> None:
+async def test_disabled_logging_does_nothing(bare_bus: EventBus, log_settings: Settings) -> None:
     """ENABLE_NOTIFICATION_LOGGING=false: serve returns at once and reads nothing."""
     off = log_settings.model_copy(update={"enable_notification_logging": False})
-    await bus.emit(progress("1"))
-    await asyncio.wait_for(serve(bus, off, asyncio.Event()), 2)
+    await bare_bus.emit(progress("1"))
+    await asyncio.wait_for(serve(bare_bus, off, asyncio.Event()), 2)
     assert rows(log_settings.database_url) == []
-    assert await bus.groups_info() == []
+    assert await bare_bus.groups_info() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime
 
 import httpx
 from starlette.applications import Starlette
@@ -14,7 +15,7 @@ from bookgen_events.events import new_event_id
 from bookgen_events.outcomes import Outcome
 from consumers.logger import NotificationLogger
 from consumers.logrows import outcome_row
-from gateway.notifications import list_notifications
+from gateway.notifications import encode_cursor, list_notifications
 from tests.helpers import progress
 
 from .test_logger_support import db_url, log_settings, pg_base, rows, snapshot
@@ -70,6 +71,9 @@ async def test_bad_parameters_are_400(log_settings: Settings) -> None:
             ("colour=red", "colour"),
             ("status=failed&status=pending", "once"),
             ("job_id=", "job_id"),
+            (f"cursor={encode_cursor(datetime(2024, 1, 1), 10**30)}", "cursor"),
+            (f"cursor={encode_cursor(datetime(2024, 1, 1), -1)}", "cursor"),
+            (f"limit={'9' * 5000}", "limit"),
         ]:
             response = await http.get(f"/notifications?{query}")
             assert response.status_code == 400, query

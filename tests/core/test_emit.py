@@ -38,11 +38,11 @@ async def test_emit_appends_one_decodable_entry(bus: EventBus) -> None:
     assert event.job_id == "123" and event.data.progress == 10.0  # type: ignore[union-attr]
 
 
-async def test_invalid_event_writes_nothing(bus: EventBus) -> None:
+async def test_invalid_event_writes_nothing(bare_bus: EventBus) -> None:
     """An invalid event raises at emit and the stream is never created."""
     with pytest.raises(EventValidationError, match=r"data\.progress"):
-        await bus.emit({"type": "progress_update", "data": {"progress": 150}})
-    assert await bus.redis.exists(bus.names.events) == 0
+        await bare_bus.emit({"type": "progress_update", "data": {"progress": 150}})
+    assert await bare_bus.redis.exists(bare_bus.names.events) == 0
 
 
 async def test_emit_many_is_all_or_nothing(bus: EventBus) -> None:

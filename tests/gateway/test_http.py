@@ -64,15 +64,15 @@ async def test_post_events_authenticates_validates_and_appends(
     assert message["progress"] == 42.0
 
 
-async def test_post_events_without_a_configured_key_is_401_saying_so(
+async def test_post_events_without_a_configured_key_is_503_saying_so(
     start_gateway: StartGateway, gw_settings: Settings
 ) -> None:
-    """No PRODUCER_API_KEY configured: POST /events is refused and says why."""
+    """No PRODUCER_API_KEY configured: POST /events is unavailable (503) and names the variable."""
     gateway = await start_gateway(gw_settings.model_copy(update={"producer_api_key": None}))
     async with httpx.AsyncClient(base_url=gateway.http) as http:
         response = await http.post("/events", json=progress("p"), headers=AUTH)
-    assert response.status_code == 401
-    assert "PRODUCER_API_KEY is not configured" in response.json()["detail"]
+    assert response.status_code == 503
+    assert "PRODUCER_API_KEY" in response.json()["detail"]
 
 
 async def test_websocket_disabled_keeps_http_only(
