@@ -199,3 +199,16 @@ def _parse(raw: bytes):  # type: ignore[no-untyped-def]
     from email import policy
 
     return email.message_from_bytes(raw, policy=policy.default)
+
+
+async def test_the_render_cache_is_bounded_in_bytes(smtp_server: SmtpServer) -> None:
+    """Big messages evict older ones: the cache holds at most ``cache_bytes``, not N messages."""
+    async with mailer_for(smtp_server) as mailer:
+        channel = EmailChannel(mailer, Renderer("noreply@bookgen.com"), cache_bytes=200_000)
+        sizes = []
+        for i in range(50):
+            event = FACTORY.admin_alert("big", "x" * 20_000, metadata={"i": i})
+            sizes.append(channel.prepare(event).size)
+            assert channel.cached_bytes <= 200_000
+        assert min(sizes) > 20_000  # each message is big: a count bound alone would keep 50
+        assert channel.cached_bytes > 200_000 - max(sizes)  # and the room is used, not wasted

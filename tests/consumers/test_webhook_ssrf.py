@@ -12,8 +12,8 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from bookgen_events.bus import EventBus
-from bookgen_events.errors import Reject
-from bookgen_events.events import Event
+from bookgen_events.errors import EventValidationError, Reject
+from bookgen_events.events import WIRE_FIELD, Event
 from bookgen_events.settings import Settings
 from consumers.ssrf import GuardedResolver, SSRFBlocked, blocked_reason, check_url
 from consumers.webhook import open_channel
@@ -184,3 +184,47 @@ async def test_non_http_scheme_is_rejected_by_the_channel(webhook_settings: Sett
     async with open_channel(webhook_settings) as channel:
         with pytest.raises(Reject, match="scheme 'file'"):
             await channel.deliver(event, "file:///etc/passwd")
+
+
+def _aliases(port: int) -> list[str]:
+    """Loopback written the ways parsers disagree about, and with userinfo."""
+    return [
+        f"http://2130706433:{port}/hook/a",  # decimal
+        f"http://127.1:{port}/hook/a",  # short form
+        f"http://0:{port}/hook/a",  # zero
+        f"http://0x7f.1:{port}/hook/a",  # hex
+        f"http://0177.0.0.1:{port}/hook/a",  # octal-looking
+        f"http://user@127.0.0.1:{port}/hook/a",  # userinfo
+        f"http://a:b@hooks.example.com:{port}/hook/a",
+    ]
+
+
+async def test_non_canonical_hosts_and_userinfo_are_refused_at_emit(
+    bus: EventBus, receiver: Receiver
+) -> None:
+    """Whatever WEBHOOK_ALLOW_PRIVATE says, emit refuses these shapes with a clear message."""
+    port = int(receiver.base_url.rsplit(":", 1)[1])
+    for url in _aliases(port):
+        with pytest.raises(EventValidationError, match="webhook_url") as info:
+            await bus.emit({"type": "progress_update", "data": {"progress": 1}, "webhook_url": url})
+        assert "dotted quad" in str(info.value) or "user name or password" in str(info.value)
+    assert await bus.length() == 0
+
+
+async def test_non_canonical_hosts_and_userinfo_are_refused_at_connect(
+    bus: EventBus, webhook_settings: Settings, receiver: Receiver
+) -> None:
+    """An entry that skipped emit (written raw) is dead-lettered at once, never sent, no retry."""
+    port = int(receiver.base_url.rsplit(":", 1)[1])
+    urls = _aliases(port)
+    for url in urls:
+        event = Event(type="progress_update", job_id=url, data={"progress": 1}, webhook_url=url)
+        await bus.redis.xadd(bus.names.events, {WIRE_FIELD: event.model_dump_json()})
+    assert webhook_settings.webhook_allow_private  # refused all the same
+    async with running(bus, webhook_settings):
+        finals = await final_outcomes(bus, len(urls))
+    assert {(o.status, o.attempt) for o in finals} == {("failed", 1)}
+    letters = await dead_letters(bus)
+    assert len(letters) == len(urls)
+    assert all("SSRF guard" in d.reason for d in letters)
+    assert receiver.requests == []

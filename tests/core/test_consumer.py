@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from bookgen_events import Consumer, EventBus, RetryLater
 from bookgen_events.bus import Commit
 from bookgen_events.delivery import retry_delay
+from bookgen_events.events import decode
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
 
@@ -412,3 +413,23 @@ async def test_outcomes_round_trip_whatever_their_text(
     )  # fmt: skip
     await bus.commit("webhook", Commit([written.record()], [], [], [], []), "webhook")
     assert await outcomes(bus) == [written]
+
+
+async def test_a_new_group_starts_at_the_end_and_backfills_only_on_purpose(
+    bare_bus: EventBus,
+) -> None:
+    """A channel switched on after events exist does not deliver them (SPEC 11); placing the
+    group at an earlier id backfills from there on purpose."""
+    await bare_bus.emit_many([progress(f"old{i}") for i in range(5)])
+    channel = RecordingChannel()
+    await make_consumer(bare_bus, channel).run(burst=True)
+    assert channel.delivered == []
+    await bare_bus.emit(progress("new"))
+    await make_consumer(bare_bus, channel).run(burst=True)
+
+    entries = await bare_bus.range()
+    job_of = {decode(fields).id: decode(fields).job_id for _, fields in entries}
+    assert [job_of[e] for e, _ in channel.delivered] == ["new"]
+    assert await bare_bus.place_group("webhook", entries[2][0]) is False  # moved, not created
+    await make_consumer(bare_bus, channel).run(burst=True)
+    assert [job_of[e] for e, _ in channel.delivered] == ["new", "old3", "old4", "new"]
