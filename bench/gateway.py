@@ -237,6 +237,8 @@ class Ours(Target):
             "REDIS_URL": redis_url,
             "STREAM_PREFIX": prefix,
             "WEBSOCKET_AUTH": "none",
+            # Every bench client connects from 127.0.0.1: lift the per-address cap.
+            "WEBSOCKET_MAX_CONNECTIONS_PER_USER": "1000000",
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
         }

@@ -253,6 +253,7 @@ def env_for(prefix: str, url: str, workdir: Path, hook_port: int, smtp_port: int
         SMTP_PORT=str(smtp_port),
         SMTP_USE_TLS="false",
         WEBSOCKET_AUTH="none",
+        WEBSOCKET_MAX_CONNECTIONS_PER_USER="1000000",  # every client is on 127.0.0.1
         DATABASE_URL=f"sqlite:///{workdir / 'bookgen.db'}",
         LOG_LEVEL="WARNING",
         LOG_FORMAT="json",
