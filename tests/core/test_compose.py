@@ -15,7 +15,7 @@ SERVICES = COMPOSE["services"]
 APP_SERVICES = [
     name for name, svc in SERVICES.items() if svc.get("command", [""])[0] == "bookgen-events"
 ]
-INFRA_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+INFRA_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "REDIS_PASSWORD"}
 
 
 def test_every_channel_runs_as_its_own_service() -> None:
@@ -58,5 +58,16 @@ def test_configuration_comes_from_dotenv() -> None:
     for name in APP_SERVICES:
         svc = SERVICES[name]
         assert svc["env_file"][0]["path"] == ".env"
-        assert svc["environment"]["REDIS_URL"].startswith("redis://redis:")
+        assert svc["environment"]["REDIS_URL"].endswith("@redis:6379/0")
         assert svc["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+
+
+def test_keys_and_the_redis_password_are_required() -> None:
+    """The gateway needs its keys and Redis a password: compose refuses to start without them."""
+    gateway = SERVICES["gateway"]["environment"]
+    for name in ("WEBSOCKET_JWT_SECRET", "ADMIN_API_KEY", "PRODUCER_API_KEY"):
+        assert gateway[name].startswith(f"${{{name}:?"), name
+    redis = SERVICES["redis"]
+    assert "--requirepass" in redis["command"]
+    for name in APP_SERVICES:
+        assert ":${REDIS_PASSWORD:?" in SERVICES[name]["environment"]["REDIS_URL"]
