@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import shlex
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from .credentials import credentials_notice, ensure_credentials, known_credentials
+from .embedded import EmbeddedRedis
 from .errors import BookgenEventsError, ConfigError
 from .events import WIRE_FIELD, EventType
 from .logs import configure_logging, get_logger
 from .runner import (
     WORKERS,
+    Unreachable,
     embedded_if_needed,
     enabled_workers,
+    failure_reason,
     install_signal_handlers,
     load_worker,
     open_bus,
+    probe_listen,
+    refuse_open_websockets,
     run_loop,
     run_workers,
     start_metrics_server,
@@ -37,20 +48,67 @@ def _print_json(value: Any) -> None:
 # -- up / consume / gateway ----------------------------------------------------------------
 
 
+class Terminated(BaseException):
+    """SIGTERM before the event loop owns signals: unwinds like Ctrl-C, so nothing is left."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    # Until the loop installs its own handlers (which set ``stop``), SIGTERM would kill the
+    # process outright and leave the embedded server running; raised here, it unwinds
+    # through every ``with`` that started something.
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    with embedded_if_needed(settings) as settings:
-        if settings.websocket_auth == "jwt" and settings.websocket_jwt_secret is None:
-            log.warning(
-                "WEBSOCKET_JWT_SECRET is not set: WebSocket auth is OFF (WEBSOCKET_AUTH=none). "
-                "Anyone who can reach the gateway can watch any job. Set WEBSOCKET_JWT_SECRET."
-            )
-            settings = settings.model_copy(update={"websocket_auth": "none"})
-        names = enabled_workers(settings)
-        options: dict[str, dict[str, Any]] = {name: {} for name in names}
-        if load_worker("gateway") is not None:
-            options["gateway"] = {"host": args.host, "port": args.port}
-        run_loop(_serve(settings, options))
+    with _sigterm_unwinds():
+        gateway = load_worker("gateway") is not None
+        if gateway:
+            refuse_open_websockets(settings, args.host)
+        from_env = settings
+        settings = ensure_credentials(settings)
+        if gateway:
+            probe_listen(args.host, args.port)  # before anything is started
+        with embedded_if_needed(settings) as (settings, server):
+            asyncio.run(_reachable(settings))  # else one line, before any notice
+            _print_where(from_env, server)
+            names = enabled_workers(settings)
+            options: dict[str, dict[str, Any]] = {name: {} for name in names}
+            if gateway:
+                options["gateway"] = {"host": args.host, "port": args.port}
+            run_loop(_serve(settings, options))
     return 0
+
+
+def _print_where(from_env: Settings, server: EmbeddedRedis | None) -> None:
+    """One block on stderr: where generated credentials and the Redis password are kept
+    (paths only: the values stay in their files)."""
+    paragraphs = []
+    notice = credentials_notice(from_env)
+    if notice:
+        paragraphs.append(notice)
+    if server is not None:
+        password = shlex.quote(str(server.password_file))
+        paragraphs.append(
+            f"no REDIS_URL: embedded server on 127.0.0.1:{server.port} (data in "
+            f"{server.data_dir}); other shells and folders reach it with\n"
+            f'  export REDIS_URL="redis://:$(cat {password})@127.0.0.1:{server.port}/0"'
+        )
+    if paragraphs:
+        block = "\n".join(f"bookgen-events up: {text}" for text in paragraphs)
+        print(block, file=sys.stderr, flush=True)
+
+
+async def _reachable(settings: Settings) -> None:
+    async with open_bus(settings):
+        pass
 
 
 async def _serve(settings: Settings, workers: dict[str, dict[str, Any]]) -> None:
@@ -65,14 +123,31 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
         overrides["concurrency"] = args.concurrency
     if args.name:
         overrides["name"] = args.name
+    if args.start is not None:
+        for line in asyncio.run(_position(settings, args.worker, args.start)):
+            print(f"bookgen-events consume {args.worker}: {line}", file=sys.stderr, flush=True)
     start_metrics_server(args.metrics_port)
     run_loop(_serve(settings, {args.worker: overrides}))
     return 0
 
 
+async def _position(settings: Settings, worker: str, start: str) -> list[str]:
+    """``consume --from``: set the group's read position on purpose, before it runs."""
+    from .replay import position_group
+
+    async with open_bus(settings) as bus:
+        # The logger projects the deliveries stream too; its ids are times like the events'.
+        streams = [bus.names.events]
+        if worker == "logger":
+            streams.append(bus.names.deliveries)
+        return [p.describe() for p in await position_group(bus, worker, start, streams)]
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     if load_worker("gateway") is None:
-        raise SystemExit("the gateway is not available in this installation")
+        raise ConfigError("the gateway is not available in this installation")
+    refuse_open_websockets(settings, args.host)
+    probe_listen(args.host, args.port)
     run_loop(_serve(settings, {"gateway": {"host": args.host, "port": args.port}}))
     return 0
 
@@ -118,13 +193,20 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> None:
         async with open_bus(settings) as bus:
             stream = bus.names.deliveries if args.deliveries else bus.names.events
-            last = args.start
-            if last != "$" and args.count:
-                # Start from the last N entries, then follow.
-                recent = await bus.revrange(count=args.count, stream=stream)
+            # "$" is pinned to the newest id now: a later XREAD "$" would skip what arrived
+            # between two reads.
+            newest = await bus.revrange(count=1, stream=stream)
+            newest_id = newest[0][0] if newest else "0-0"
+            last = newest_id if args.start == "$" else args.start
+            if args.count:
+                # The last N entries (after --from, if given), then follow from there.
+                floor = "-" if args.start == "$" else f"({args.start}"
+                recent = await bus.revrange("+", floor, count=args.count, stream=stream)
                 for entry_id, fields in reversed(recent):
                     _print_entry(entry_id, fields)
-                last = recent[0][0] if recent else "0-0"
+                last = recent[0][0] if recent else last
+                if not args.follow:
+                    return
             while True:
                 entries = await bus.read(
                     last, count=100, block_ms=1000 if args.follow else None, stream=stream
@@ -135,10 +217,8 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
                 if not args.follow and not entries:
                     return
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(go())
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -203,30 +283,51 @@ def _print_status(report: dict[str, Any]) -> None:
 
 
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.auth import mint_token
+    from gateway.auth import MIN_SECRET_BYTES, mint_token, weak_secret
 
-    if settings.websocket_jwt_secret is None:
-        raise ConfigError("WEBSOCKET_JWT_SECRET is not set: there is nothing to sign tokens with")
+    secret = settings.websocket_jwt_secret
+    if secret is None:
+        raise ConfigError(
+            "WEBSOCKET_JWT_SECRET is not set and `bookgen-events up` has not made one in "
+            f"{Path(settings.embedded_data_dir).resolve()} (EMBEDDED_DATA_DIR): there is "
+            "nothing to sign tokens with"
+        )
+    if weak_secret(secret.get_secret_value()):
+        raise ConfigError(
+            f"WEBSOCKET_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes, too weak for "
+            "HS256: use a longer one (or unset it and let `bookgen-events up` make one)"
+        )
     if not args.user_id and not args.job_id:
         raise ValueError("a token must name --user-id and/or at least one --job-id")
+    cap = settings.websocket_token_max_ttl
+    if args.ttl <= 0:
+        raise ValueError("--ttl must be a positive number of seconds")
+    if args.ttl > cap:
+        raise ConfigError(
+            f"--ttl {args.ttl} is over the cap of {cap:g} seconds set by "
+            "WEBSOCKET_TOKEN_MAX_TTL: ask for less, or raise WEBSOCKET_TOKEN_MAX_TTL"
+        )
     token = mint_token(
-        settings.websocket_jwt_secret.get_secret_value(),
-        user_id=args.user_id,
-        job_ids=args.job_id or [],
-        ttl_s=args.ttl,
+        secret.get_secret_value(), user_id=args.user_id, job_ids=args.job_id or [], ttl_s=args.ttl
     )
     sys.stdout.write(token + "\n")
     return 0
 
 
 def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.logger import rebuild
+    from consumers.logger import DatabaseUnavailable, rebuild
 
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:
             return await rebuild(bus, settings)
 
-    _print_json(asyncio.run(go()))
+    try:
+        report = asyncio.run(go())
+    except DatabaseUnavailable as exc:
+        raise Unreachable(
+            "the database", settings.database_url, "DATABASE_URL", failure_reason(exc)
+        ) from None
+    _print_json(report)
     return 0
 
 
@@ -254,14 +355,17 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     result = asyncio.run(go())
     verb = "would redeliver" if result.dry_run else "scheduled for redelivery"
+    target = "webhook_url" if result.channel == "webhook" else "emails"
+    notes = [
+        f"{result.no_recipient} matching events without {target} skipped"
+        if result.no_recipient
+        else "",
+        f"{result.skipped_poison} undecodable entries skipped" if result.skipped_poison else "",
+    ]
     print(
         f"{result.matched} of {result.scanned} events {verb} to {result.channel} "
         f"(range {result.start} .. {result.end}; oldest retained {result.first_retained})"
-        + (
-            f"; {result.skipped_poison} undecodable entries skipped"
-            if result.skipped_poison
-            else ""
-        ),
+        + "".join(f"; {note}" for note in notes if note),
         file=sys.stderr,
     )
     _print_json(
@@ -270,6 +374,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             "matched": result.matched,
             "scheduled": result.scheduled,
             "scanned": result.scanned,
+            "no_recipient": result.no_recipient,
             "dry_run": result.dry_run,
             "event_ids": result.event_ids if result.dry_run else result.event_ids[:1000],
         }
@@ -278,19 +383,33 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from .ops import KNOWN_CHANNELS
     from .outcomes import now_ms
     from .replay import dead_letters, redrive
 
-    if args.purge and not args.yes:
-        target = f"{len(args.id)} dead letters" if args.id else "ALL dead letters"
-        if not sys.stdin.isatty():
-            raise ValueError("--purge deletes for good: confirm with --yes")
-        if input(f"Delete {target} of {args.channel}? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing deleted", file=sys.stderr)
-            return 1
+    if args.channel not in KNOWN_CHANNELS:
+        raise ValueError(
+            f"{args.channel!r} has no dead letters: only {', '.join(KNOWN_CHANNELS)} do"
+        )
+    if args.purge and args.redrive:
+        raise ValueError("choose --redrive or --purge, not both")
+    if args.purge and not args.yes and not sys.stdin.isatty():
+        raise ValueError("--purge deletes for good: confirm with --yes (stdin is not a terminal)")
 
     async def go() -> int:
         async with open_bus(settings) as bus:
+            letters = await dead_letters(bus, args.channel)
+            if args.id:
+                wanted = set(args.id)
+                letters = [(i, d) for i, d in letters if i in wanted or d.event_id in wanted]
+                found = {i for i, _ in letters} | {d.event_id for _, d in letters}
+                unknown = [i for i in dict.fromkeys(args.id) if i not in found]
+                if unknown:
+                    action = "redriven" if args.redrive else "purged" if args.purge else "listed"
+                    raise ValueError(
+                        f"not found in the {args.channel} dead letters: {', '.join(unknown)}; "
+                        f"nothing {action}"
+                    )
             if args.redrive:
                 count, poison = await redrive(bus, args.channel, args.id)
                 print(f"redrove {count} dead letters to {args.channel}", file=sys.stderr)
@@ -300,9 +419,17 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                 _print_json({"redriven": count, "poison_skipped": poison})
                 return 0
             if args.purge:
-                _print_json({"purged": await bus.purge_dlq(args.channel, args.id)})
+                if not letters:
+                    _print_json({"purged": 0})
+                    return 0
+                if not args.yes and not _confirm(
+                    f"Delete {len(letters)} dead letters of {args.channel} for good? [y/N] "
+                ):
+                    print("nothing deleted", file=sys.stderr)
+                    return 1
+                # Only what was counted: a letter dead-lettered meanwhile is kept.
+                _print_json({"purged": await bus.purge_dlq(args.channel, [i for i, _ in letters])})
                 return 0
-            letters = await dead_letters(bus, args.channel)
             now = now_ms()
             rows = [
                 {
@@ -325,22 +452,48 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(go())
 
 
+def _confirm(prompt: str) -> bool:
+    """Ask on the terminal (the prompt on stderr, so stdout stays machine-readable)."""
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    answer = sys.stdin.readline()  # "" at end of input: a no
+    return answer.strip().lower() in ("y", "yes")
+
+
 def _print_dlq(channel: str, rows: list[dict[str, Any]]) -> None:
+    """A table where the console is wide enough, else one short block per letter: either way
+    ids are whole and on one line (they are copied into --id), long text is folded."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table("dlq id", "event id", "recipient", "attempts", "age", "reason",
-                  title=f"{len(rows)} dead letters in {channel}")  # fmt: skip
-    for row in rows:
-        table.add_row(
-            row["dlq_id"],
-            row["event_id"] or "(poison)",
-            row["recipient"],
-            str(row["attempts"]),
-            f"{row['age_s']:.0f}s",
-            row["reason"][:120],
-        )
-    Console().print(table)
+    console = Console(highlight=False)
+    console.print(Text(f"{len(rows)} dead letters in {channel}", style="bold"))
+    ids = [(row["dlq_id"], row["event_id"] or "(poison)") for row in rows]
+    id_width = max([len(d) + len(e) for d, e in ids], default=0)
+    if console.width >= id_width + 60:
+        table = Table(box=box.SIMPLE_HEAD)
+        table.add_column("dlq id", no_wrap=True)
+        table.add_column("event id", no_wrap=True)
+        table.add_column("tries", no_wrap=True, justify="right")
+        table.add_column("age", no_wrap=True, justify="right")
+        table.add_column("recipient / reason", overflow="fold", ratio=1)
+        for row, (dlq_id, event_id) in zip(rows, ids, strict=True):
+            details = Text(f"{row['recipient']}\n{row['reason'][:300]}")
+            table.add_row(dlq_id, event_id, str(row["attempts"]), _age(row), details)
+        console.print(table)
+        return
+    for row, (dlq_id, event_id) in zip(rows, ids, strict=True):
+        # Soft wrap: the terminal folds long lines; nothing is cut and no id is split.
+        console.print(Text(f"{dlq_id}  event {event_id}"), soft_wrap=True)
+        line = f"  {row['attempts']} tries, {_age(row)} old, to {row['recipient']}"
+        console.print(Text(line), soft_wrap=True)
+        console.print(Text(f"  {row['reason'][:300]}"), soft_wrap=True)
+
+
+def _age(row: dict[str, Any]) -> str:
+    return f"{row['age_s']:.0f}s"
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -371,7 +524,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from .verify import verify
 
     async def go() -> list[Any]:
-        async with open_bus(settings) as bus:
+        # No reachability check here: verify reports an unreachable Redis as one of its checks.
+        async with open_bus(settings, check=False) as bus:
             return await verify(bus, settings, args.webhook_url)
 
     checks = asyncio.run(go())
@@ -405,6 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("consume", cmd_consume, "Run one consumer group worker.")
     p.add_argument("worker", choices=sorted(set(WORKERS) - {"gateway"}))
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="ID|TIME",
+        help="first set the group's position: 0 (every retained event), a stream id or ISO "
+        "time (inclusive), or $ (only new events); a new group otherwise starts at the end",
+    )
     p.add_argument("--concurrency", type=int, help="entries processed at once")
     p.add_argument("--name", help="consumer name (stable names redo their own pending work)")
     p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port")
@@ -421,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("tail", cmd_tail, "Print stream entries as JSON lines, following live.")
     p.add_argument("--from", dest="start", default="$", help="stream id to start after ($: now)")
-    p.add_argument("--count", type=int, default=0, help="first show the last N entries")
+    p.add_argument("--count", type=int, default=0, help="first print the last N entries")
     p.add_argument("--no-follow", dest="follow", action="store_false")
     p.add_argument("--deliveries", action="store_true", help="tail delivery outcomes instead")
 
@@ -434,11 +595,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be redelivered")
 
     p = add("dlq", cmd_dlq, "List, redrive or purge a channel's dead letters.")
-    p.add_argument("channel", help="webhook, email or logger")
+    p.add_argument("channel", help="webhook, email or logger (the channels with dead letters)")
     p.add_argument("--redrive", action="store_true", help="send them back through the channel")
-    p.add_argument("--purge", action="store_true", help="delete them (asks for confirmation)")
-    p.add_argument("--id", action="append", help="only this dlq id or event id (repeatable)")
-    p.add_argument("--yes", action="store_true", help="do not ask before purging")
+    p.add_argument(
+        "--purge",
+        action="store_true",
+        help="delete them for good: asks first on a terminal; elsewhere needs --yes",
+    )
+    p.add_argument(
+        "--id", action="append", help="only this dlq id or event id (repeatable; all must exist)"
+    )
+    p.add_argument("--yes", action="store_true", help="purge without asking")
     p.add_argument("--json", action="store_true", help="machine-readable listing")
 
     p = add("demo", cmd_demo, "Run a simulated biography job through every configured channel.")
@@ -457,7 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("token", cmd_token, "Mint a WebSocket JWT for a user and/or jobs.")
     p.add_argument("--user-id")
     p.add_argument("--job-id", action="append", help="a job the holder may watch (repeatable)")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        default=3600,
+        help="lifetime in seconds (at most WEBSOCKET_TOKEN_MAX_TTL)",
+    )
 
     p = add("rebuild-log", cmd_rebuild_log, "Recreate the notifications table from the streams.")
 
@@ -475,11 +647,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bookgen-events: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if args.command != "up":  # up makes the missing ones; the others use what it made
+        settings = known_credentials(settings)
     try:
         return int(args.handler(args, settings))
     except (BookgenEventsError, ValueError) as exc:
         print(f"bookgen-events {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated):
+        return 0 if args.command == "up" else 130
 
 
 if __name__ == "__main__":

@@ -1,25 +1,40 @@
-"""Replay from stream offsets and dead-letter redrive: deliveries to one channel only.
+"""Replay from stream offsets, dead-letter redrive and group backfill, one channel at a time.
 
-Both go through the channel's scheduled-delivery set with each event's original id, so
-``webhook-id`` and ``Message-ID`` stay the same and receivers can de-duplicate; the consumer
-records outcomes as for any delivery, and the log upserts rather than duplicates rows.
+Replay and redrive go through the channel's scheduled-delivery set with each event's
+original id, so ``webhook-id`` and ``Message-ID`` stay the same and receivers can
+de-duplicate; the consumer records outcomes as for any delivery, and the log upserts rather
+than duplicates rows. :func:`position_group` moves a consumer group's read position on
+purpose (``consume CHANNEL --from``): a new group starts at the end of the stream.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .bus import EventBus, Scheduled
 from .errors import OffsetError
-from .events import WIRE_FIELD, decode
+from .events import WIRE_FIELD, Event, decode
 from .outcomes import DeadLetter, now_ms
 
 REPLAYABLE = ("webhook", "email")
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
+_MAX_SEQ = (1 << 64) - 1
+
+Recipients = Callable[[Event], Sequence[str]]
+
+
+def event_recipients(channel: str) -> Recipients:
+    """Who ``channel`` delivers an event to, from the event's own fields (as the channels
+    do): its ``webhook_url`` for webhook, its ``emails`` for email."""
+    if channel == "webhook":
+        return lambda event: [event.webhook_url] if event.webhook_url else []
+    if channel == "email":
+        return lambda event: list(event.emails)
+    raise OffsetError(f"no recipients are known for channel {channel!r}")
 
 
 def parse_offset(text: str, *, end: bool = False) -> str:
@@ -37,7 +52,7 @@ def parse_offset(text: str, *, end: bool = False) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     ms = int(moment.timestamp() * 1000)
-    return f"{ms}-{(1 << 64) - 1 if end else 0}"
+    return f"{ms}-{_MAX_SEQ if end else 0}"
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -54,6 +69,7 @@ class ReplayResult:
     matched: int = 0
     scheduled: int = 0
     skipped_poison: int = 0
+    no_recipient: int = 0  # matched the filters, but the channel has no one to send it to
     first_retained: str | None = None
     dry_run: bool = False
     event_ids: list[str] = field(default_factory=list)
@@ -70,8 +86,14 @@ async def replay(
     dry_run: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     chunk: int = 1000,
+    recipients: Recipients | None = None,
 ) -> ReplayResult:
-    """Schedule every retained event in ``[start, end]`` matching the filters for ``channel``."""
+    """Schedule every retained event in ``[start, end]`` matching the filters for ``channel``.
+
+    Only events the channel has a recipient for count and are scheduled (``recipients``,
+    default :func:`event_recipients`): an event without a ``webhook_url`` is no webhook
+    redelivery.
+    """
     if channel not in REPLAYABLE:
         raise OffsetError(
             f"replay delivers to {' or '.join(REPLAYABLE)}; the log is rebuilt with "
@@ -94,6 +116,7 @@ async def replay(
             "were trimmed (STREAM_MAXLEN)"
         )
     result = ReplayResult(channel, lo, hi, first_retained=first_id, dry_run=dry_run)
+    targets = recipients or event_recipients(channel)
     total = max(await bus.length(), 1)
     cursor = lo
     while True:
@@ -111,6 +134,9 @@ async def replay(
                 result.skipped_poison += 1
                 continue
             if (job_id and event.job_id != job_id) or (type_ and event.type.value != type_):
+                continue
+            if not targets(event):
+                result.no_recipient += 1
                 continue
             result.matched += 1
             result.event_ids.append(event.id)
@@ -153,3 +179,68 @@ async def redrive(
         recipient = letter.recipient or None
         items.append((dlq_id, Scheduled(letter.event, letter.entry_id, 1, recipient, "redrive")))
     return await bus.redrive(channel, items), poison
+
+
+# -- consumer group positions ------------------------------------------------------------------
+
+
+def before(entry_id: str) -> str:
+    """The greatest stream id below ``entry_id`` (``0-0`` at the bottom)."""
+    ms, seq = _id_key(entry_id)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    return f"{ms - 1}-{_MAX_SEQ}" if ms > 0 else "0-0"
+
+
+def group_start(text: str) -> str:
+    """``consume --from``: ``0`` (everything retained), ``$`` (only new events), a stream id
+    or an ISO time (inclusive), as the group's last-delivered id."""
+    text = text.strip()
+    if text in ("0", "0-0", "$"):
+        return text if text != "0" else "0-0"
+    return before(parse_offset(text))
+
+
+@dataclass
+class GroupPosition:
+    """What :func:`position_group` did on one stream."""
+
+    stream: str
+    group: str
+    created: bool
+    previous: str | None  # the group's last-delivered id before, if it existed
+    position: str  # its last-delivered id now
+
+    def describe(self) -> str:
+        start = "every retained entry" if self.position == "0-0" else f"after {self.position}"
+        if self.created:
+            return f"created group {self.group} on {self.stream}: it reads {start}"
+        return (
+            f"moved group {self.group} on {self.stream} from {self.previous} to "
+            f"{self.position}: it reads {start}"
+        )
+
+
+async def _last_delivered(bus: EventBus, stream: str, group: str) -> str | None:
+    for info in await bus.groups_info(stream):
+        if info["name"] == group:
+            return str(info.get("last-delivered-id"))
+    return None
+
+
+async def position_group(
+    bus: EventBus, group: str, start: str, streams: Sequence[str] | None = None
+) -> list[GroupPosition]:
+    """Create ``group`` at ``start`` (see :func:`group_start`), or move it there if it exists.
+
+    Entries the group already read and has not acknowledged stay pending (nothing is lost);
+    moving back makes it read entries again, which the channels' idempotency absorbs.
+    """
+    last_id = group_start(start)
+    out = []
+    for stream in streams or [bus.names.events]:
+        previous = await _last_delivered(bus, stream, group)
+        created = await bus.place_group(group, last_id, stream)
+        now = await _last_delivered(bus, stream, group)
+        out.append(GroupPosition(stream, group, created, previous, now or last_id))
+    return out

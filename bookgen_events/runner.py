@@ -10,17 +10,27 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import ipaddress
+import os
+import re
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
+import socket
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import EventBus
 from .channel import Channel
 from .connection import create_redis, resolve_redis_url
 from .consumer import Consumer
+from .credentials import redact_url
 from .embedded import EmbeddedRedis
+from .errors import BookgenEventsError, ConfigError, GatewayBindError
 from .logs import get_logger
 from .metrics import keep_stream_gauges_fresh
 from .settings import Settings
@@ -37,6 +47,43 @@ WORKERS = {
 
 Serve = Callable[..., Coroutine[Any, Any, None]]
 T = TypeVar("T")
+
+_DRIVER_PREFIX = re.compile(r"^\([\w.]+\)\s*")
+
+#: How long a command waits for Redis to answer at start before saying it cannot reach it.
+CONNECT_TIMEOUT_S = 5.0
+
+
+class Unreachable(BookgenEventsError):
+    """A service the command needs does not answer; one line naming what, where and why.
+
+    ``cannot reach Redis at redis://:***@127.0.0.1:6399/0 (REDIS_URL): connection refused``
+    """
+
+    def __init__(self, what: str, url: str, variable: str, reason: str) -> None:
+        self.what, self.url, self.variable, self.reason = what, redact_url(url), variable, reason
+        super().__init__(f"cannot reach {what} at {self.url} ({variable}): {reason}")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The short cause of a connection failure: ``connection refused``, ``timed out``...
+
+    The operating system's words when an OSError lies in the chain; else the last clause of
+    the error's first line (drivers prefix theirs: ``connection failed: ...: Connection
+    refused``), without a leading ``(module.ErrorClass)``.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TimeoutError, RedisTimeoutError)):
+            return "timed out"
+        if isinstance(seen, OSError) and isinstance(seen.errno, int):
+            text = seen.strerror if isinstance(seen, socket.gaierror) else os.strerror(seen.errno)
+            return (text or str(seen)).rstrip(".").lower()
+        seen = seen.__cause__ or seen.__context__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = _DRIVER_PREFIX.sub("", lines[0]) if lines else type(exc).__name__
+    text = text.rsplit(": ", 1)[-1].strip().rstrip(".")
+    return text[:1].lower() + text[1:]
 
 
 def tune_gc() -> None:
@@ -114,12 +161,65 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
+def _redis_variable(settings: Settings) -> str:
+    if settings.redis_url:
+        return "REDIS_URL"
+    return f"embedded server in EMBEDDED_DATA_DIR={settings.embedded_data_dir}"
+
+
+class _Stopped(Exception):
+    """``stop`` was set before Redis answered: nothing was started, nothing to hand back."""
+
+
+async def _check_redis(
+    redis: Redis, url: str, settings: Settings, stop: asyncio.Event | None
+) -> None:
+    """Raise :class:`Unreachable` unless Redis answers a PING within CONNECT_TIMEOUT_S, or
+    :class:`_Stopped` if ``stop`` is set first (SIGTERM always ends a starting process)."""
+    ping: asyncio.Future[Any] = asyncio.ensure_future(redis.ping())
+    waits: set[asyncio.Future[Any]] = {ping}
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    if stopped is not None:
+        waits.add(stopped)
+    done, pending = await asyncio.wait(
+        waits, timeout=CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    if ping in done:
+        try:
+            ping.result()
+        except (RedisError, OSError) as exc:
+            reason = failure_reason(exc)
+        else:
+            return
+    elif stopped in done:
+        raise _Stopped
+    else:
+        reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    raise Unreachable("Redis", url, _redis_variable(settings), reason)
+
+
 @contextlib.asynccontextmanager
-async def open_bus(settings: Settings) -> AsyncIterator[EventBus]:
-    """One Redis client for the process, closed on exit."""
-    redis = create_redis(resolve_redis_url(settings))
+async def open_bus(
+    settings: Settings, *, check: bool = True, stop: asyncio.Event | None = None
+) -> AsyncIterator[EventBus]:
+    """One Redis client for the process, closed on exit.
+
+    With ``check`` it first makes sure Redis answers (one PING, raced against ``stop``), so
+    a command that cannot reach it says so in one line (:class:`Unreachable`) instead of a
+    traceback; a connection lost later is reported the same way.
+    """
+    url = resolve_redis_url(settings)
+    redis = create_redis(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
     try:
-        yield EventBus.from_settings(redis, settings)
+        if check:
+            await _check_redis(redis, url, settings, stop)
+        try:
+            yield EventBus.from_settings(redis, settings)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise Unreachable("Redis", url, _redis_variable(settings), failure_reason(exc)) from exc
     finally:
         await redis.aclose()
 
@@ -127,22 +227,34 @@ async def open_bus(settings: Settings) -> AsyncIterator[EventBus]:
 async def run_workers(
     settings: Settings, workers: dict[str, dict[str, Any]], stop: asyncio.Event
 ) -> None:
-    """Run workers (name -> options) side by side until ``stop``; a crash in one stops all."""
-    async with open_bus(settings) as bus:
-        tasks: list[asyncio.Task[None]] = []
-        for name, options in workers.items():
-            serve = load_worker(name)
-            if serve is None:
-                raise SystemExit(f"worker {name!r} is not available in this installation")
-            tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
-        tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
-        log.info("workers running", workers=sorted(workers))
-        try:
-            # The first to finish (normally all, after stop) ends the wait; a crash raises.
-            await asyncio.gather(*tasks)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    """Run workers (name -> options) side by side until ``stop``; a crash in one stops all.
+
+    Redis must answer first (else :class:`Unreachable`); a ``stop`` meanwhile ends it at once.
+    """
+    try:
+        async with open_bus(settings, stop=stop) as bus:
+            await _run_tasks(bus, settings, workers, stop)
+    except _Stopped:
+        log.info("stopped before Redis answered: nothing started")
+
+
+async def _run_tasks(
+    bus: EventBus, settings: Settings, workers: dict[str, dict[str, Any]], stop: asyncio.Event
+) -> None:
+    tasks: list[asyncio.Task[None]] = []
+    for name, options in workers.items():
+        serve = load_worker(name)
+        if serve is None:
+            raise SystemExit(f"worker {name!r} is not available in this installation")
+        tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
+    tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
+    log.info("workers running", workers=sorted(workers))
+    try:
+        # The first to finish (normally all, after stop) ends the wait; a crash raises.
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def start_metrics_server(port: int | None) -> None:
@@ -152,15 +264,61 @@ def start_metrics_server(port: int | None) -> None:
 
 
 @contextlib.contextmanager
-def embedded_if_needed(settings: Settings) -> Any:
-    """With no ``REDIS_URL``, run the embedded server for the duration and point settings at it."""
+def embedded_if_needed(settings: Settings) -> Iterator[tuple[Settings, EmbeddedRedis | None]]:
+    """With no ``REDIS_URL``, run the embedded server for the duration and point settings at it.
+
+    Yields the settings to use and the server (None when ``REDIS_URL`` is set). The server
+    is stopped on the way out, whatever ends the block (an error, a signal turned exception).
+    """
     if settings.redis_url:
-        yield settings
+        yield settings, None
         return
     server = EmbeddedRedis(settings.embedded_data_dir)
     url = server.start()
-    log.warning("no REDIS_URL: using the embedded server", url=url)
     try:
-        yield settings.model_copy(update={"redis_url": url})
+        log.warning("no REDIS_URL: using the embedded server", url=redact_url(url))
+        yield settings.model_copy(update={"redis_url": url}), server
     finally:
         server.stop()
+
+
+# -- listening -------------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_websockets(settings: Settings, host: str) -> None:
+    """WEBSOCKET_AUTH=none is for a gateway only this machine can reach (SPEC 8)."""
+    if settings.websocket_enabled and settings.websocket_auth == "none" and not is_loopback(host):
+        raise ConfigError(
+            f"WEBSOCKET_AUTH=none refuses to listen on {host}: unauthenticated WebSockets are "
+            "for loopback only (127.0.0.1, ::1, localhost); unset WEBSOCKET_AUTH to use tokens"
+        )
+
+
+def probe_listen(host: str, port: int) -> None:
+    """Raise :class:`GatewayBindError` now if ``host:port`` cannot be listened on.
+
+    Bound as uvicorn binds (SO_REUSEADDR), then released: a start that cannot serve fails
+    before it starts anything else. The gateway's own bind stays the final word.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host.strip("[]"), port))
+    except socket.gaierror as exc:
+        raise GatewayBindError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except OSError as exc:
+        raise GatewayBindError(f"cannot listen on {host}:{port}: {failure_reason(exc)}") from None

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,18 +303,33 @@ async def rebuild(bus: EventBus, settings: Settings, *, chunk: int = 1000) -> di
 
     Events first, then outcomes, through the same upserts as the live logger, so running it
     on a live table, twice, or beside a running logger changes nothing that is already right.
-    Rows of events already trimmed from the streams are kept.
+    Rows of events already trimmed from the streams are kept. ``rows`` counts the table rows
+    written (each once: an event's row and its outcomes' updates are one row). A database
+    that cannot be reached raises :class:`DatabaseUnavailable`.
     """
     logger = NotificationLogger.from_settings(bus, settings)
     counts = {"events": 0, "outcomes": 0, "rows": 0, "poison": 0}
+    written: set[int] = set()
+
+    async def attempt(write: Callable[..., None], *args: Any) -> None:
+        try:
+            await asyncio.to_thread(write, *args)
+        except _DB_DOWN as exc:
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise DatabaseUnavailable(str(reason)[:500]) from exc
+
+    # An unreachable database fails here, even with nothing to write.
+    await attempt(lambda: ensure_schema(logger.engine, force=True))
     for stream, kind in ((bus.names.events, "events"), (bus.names.deliveries, "outcomes")):
         start = "-"
         while entries := await bus.range(start, "+", count=chunk, stream=stream):
             parsed = [logger.parse(stream, entry) for entry in entries]
-            await asyncio.to_thread(logger.write, parsed)
-            counts[kind] += sum(1 for p in parsed if not p.poison)
-            counts["poison"] += sum(1 for p in parsed if p.poison)
-            counts["rows"] += sum(len(p.events) + len(p.outcomes) for p in parsed)
+            await attempt(logger.write, parsed)
+            good = [p for p in parsed if not p.poison]
+            counts[kind] += len(good)
+            counts["poison"] += len(parsed) - len(good)
+            written.update(row["id"] for p in good for row in (*p.events, *p.outcomes))
             start = f"({entries[-1][0]}"
+    counts["rows"] = len(written)
     log.info("notification log rebuilt", **counts)
     return {**counts, "database": logger.engine.url.render_as_string(hide_password=True)}

@@ -10,14 +10,18 @@ import pytest
 from bookgen_events import Consumer, EventBus
 from bookgen_events.errors import OffsetError
 from bookgen_events.outcomes import Outcome
-from bookgen_events.replay import parse_offset, redrive, replay
+from bookgen_events.replay import group_start, parse_offset, position_group, redrive, replay
 
 from ..helpers import RecordingChannel, progress
 from .test_cli import cli
 
 
-def consumer(bus: EventBus, channel: RecordingChannel) -> Consumer:
-    return Consumer(bus, channel, retry_schedule=(0.01,), max_retries=0, rate_limits=(0, 0))
+async def run_burst(bus: EventBus, channel: RecordingChannel) -> None:
+    """Run ``channel``'s consumer until nothing is left; its group reads from the stream's
+    start (a new group would start at its end)."""
+    await bus.ensure_group(channel.name, start="0")
+    runtime = Consumer(bus, channel, retry_schedule=(0.01,), max_retries=0, rate_limits=(0, 0))
+    await runtime.run(burst=True)
 
 
 async def outcomes(bus: EventBus) -> list[Outcome]:
@@ -29,16 +33,16 @@ async def test_replay_redelivers_the_range_to_one_channel_with_the_same_ids(bus:
     ids = await bus.emit_many([progress(str(i)) for i in range(10)])
     webhook, email = RecordingChannel("webhook"), RecordingChannel("email")
     await bus.emit({"type": "completion", "job_id": "m", "data": {}, "emails": ["u@example.com"]})
-    await consumer(bus, webhook).run(burst=True)
-    await consumer(bus, email).run(burst=True)
+    await run_burst(bus, webhook)
+    await run_burst(bus, email)
     first_round, email_round = list(webhook.delivered), list(email.delivered)
     result = await replay(bus, "webhook", ids[3], ids[6])
     assert (result.matched, result.scheduled) == (4, 4)
     assert await bus.redis.zcard(bus.names.scheduled("email")) == 0
-    await consumer(bus, webhook).run(burst=True)
+    await run_burst(bus, webhook)
     replayed = webhook.delivered[len(first_round) :]
     assert replayed == first_round[3:7]  # same event ids, same order of the stream
-    await consumer(bus, email).run(burst=True)  # the other channel sends nothing again
+    await run_burst(bus, email)  # the other channel sends nothing again
     assert email.delivered == email_round
 
 
@@ -91,12 +95,12 @@ async def test_redrive_after_the_cause_is_fixed(bus: EventBus) -> None:
     channel.reject.update({"1", "2"})
     await bus.emit_many([progress("1"), progress("2"), progress("3")])
     await bus.redis.xadd(bus.names.events, {"junk": "x"})  # a poison letter too
-    await consumer(bus, channel).run(burst=True)
+    await run_burst(bus, channel)
     assert await bus.redis.xlen(bus.names.dlq("webhook")) == 3
     channel.reject.clear()  # the receiver is fixed
     count, poison = await redrive(bus, "webhook")
     assert count == 2 and len(poison) == 1
-    await consumer(bus, channel).run(burst=True)
+    await run_burst(bus, channel)
     assert sorted(e for e, _ in channel.delivered) == sorted(
         o.event_id for o in await outcomes(bus) if o.status == "delivered"
     )
@@ -123,3 +127,64 @@ async def test_cli_replay_dlq_and_refusals(cli_env: dict[str, str], bus: EventBu
     assert refused.returncode == 2 and "--yes" in refused.stderr
     purged = cli(cli_env, "dlq", "webhook", "--purge", "--yes")
     assert json.loads(purged.stdout) == {"purged": 1}
+
+
+async def test_replay_counts_and_schedules_only_events_with_a_target(bus: EventBus) -> None:
+    """An event without a webhook_url is no webhook redelivery, one without emails no email
+    one: neither is counted nor scheduled, and the result says how many were skipped."""
+    await bus.emit_many(
+        [
+            progress("1"),  # a webhook_url
+            {**progress("2"), "webhook_url": None},
+            {**progress("3"), "webhook_url": None, "emails": ["u@example.com"]},
+        ]
+    )
+    dry = await replay(bus, "webhook", "0", dry_run=True)
+    assert (dry.matched, dry.no_recipient, dry.scanned) == (1, 2, 3)
+    hooks = await replay(bus, "webhook", "0")
+    assert hooks.scheduled == 1 == await bus.redis.zcard(bus.names.scheduled("webhook"))
+    mails = await replay(bus, "email", "0")
+    assert (mails.matched, mails.scheduled, mails.no_recipient) == (1, 1, 2)
+
+
+async def test_cli_replay_dry_run_says_what_it_skipped(
+    cli_env: dict[str, str], bus: EventBus
+) -> None:
+    """The CLI's dry run reports only redeliverable events and names the skipped ones."""
+    await bus.emit_many([progress("1"), {**progress("2"), "webhook_url": None}])
+    result = cli(cli_env, "replay", "webhook", "--from", "0", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["matched"] == 1
+    assert "1 of 2 events would redeliver" in result.stderr
+    assert "1 matching events without webhook_url skipped" in result.stderr
+
+
+def test_group_start_forms() -> None:
+    """``consume --from``: 0 is everything, $ only new events, ids and times inclusive."""
+    assert group_start("0") == "0-0"
+    assert group_start("$") == "$"
+    assert group_start("1700000000000-5") == "1700000000000-4"
+    assert group_start("1700000000000-0") == "1699999999999-18446744073709551615"
+    assert group_start("2024-01-01T00:00:00Z") == "1704067199999-18446744073709551615"
+    with pytest.raises(OffsetError):
+        group_start("soon")
+
+
+async def test_position_group_creates_or_moves_and_the_group_reads_from_there(
+    bus: EventBus,
+) -> None:
+    """A new group is created at the position, an existing one moved there (back or forward);
+    either way its next read starts at the given entry."""
+    ids = await bus.emit_many([progress(str(i)) for i in range(4)])
+    (made,) = await position_group(bus, "backfill", ids[2])
+    assert made.created and made.previous is None
+    read = await bus.read_group("backfill", "c", count=10, block_ms=None)
+    assert [entry_id for entry_id, _ in read] == ids[2:]
+    (moved,) = await position_group(bus, "backfill", "0")
+    assert not moved.created and moved.previous == ids[3] and moved.position == "0-0"
+    assert "moved group backfill" in moved.describe()
+    read = await bus.read_group("backfill", "c", count=10, block_ms=None)
+    assert [entry_id for entry_id, _ in read] == ids
+    (ahead,) = await position_group(bus, "backfill", "$")
+    assert ahead.position == ids[3]
+    assert await bus.read_group("backfill", "c", count=10, block_ms=None) == []

@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import psutil
+import pytest
 import websockets
 from standardwebhooks.webhooks import Webhook
+
+from bookgen_events import Settings
+from bookgen_events.credentials import ensure_credentials
+from bookgen_events.errors import GatewayBindError
+from bookgen_events.runner import embedded_if_needed, run_workers
 
 from ..consumers.webhook_receiver import SECRET, eventually, receiver  # noqa: F401 - fixture
 from ..helpers import free_port
@@ -55,7 +65,12 @@ async def _run(
 
 
 async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver) -> None:  # noqa: F811
-    """`up` starts the embedded Redis, the gateway and consumers; an event reaches every channel."""
+    """`up` starts the embedded Redis, the gateway and consumers; an event reaches every channel.
+
+    With no WEBSOCKET_JWT_SECRET or ADMIN_API_KEY set, `up` makes them (owner-only files in
+    the data directory), says where they are, and WebSocket auth stays on: a client needs a
+    token, which `bookgen-events token` mints from the same folder with nothing set.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "BOOKGEN"))}
     env.update(
@@ -87,7 +102,16 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         page = await _wait_http(f"{base}/")
         assert page.status_code == 200 and "<html" in page.text.lower()
 
-        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/notifications?job_id=123") as ws:
+        ws_url = f"ws://127.0.0.1:{port}/ws/notifications?job_id=123"
+        async with websockets.connect(ws_url) as refused:  # auth is on: no token, no events
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        minted = await _run(argv, tmp_path, env, "token", "--job-id", "123")
+        assert minted.returncode == 0, minted.stderr
+        token = minted.stdout.strip()
+
+        async with websockets.connect(f"{ws_url}&token={token}") as ws:
             event = {
                 "type": "completion",
                 "job_id": "123",
@@ -136,6 +160,16 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         verify = await _run(argv, tmp_path, env, "verify", "--webhook-url", receiver.url("verify"))
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "[  ok] redis" in verify.stdout and "[  ok] webhook" in verify.stdout
+        # From another folder and shell, the printed export line reaches the same server.
+        export = next(line for line in (tmp_path / "up.log").read_text().splitlines()
+                      if line.strip().startswith("export REDIS_URL="))  # fmt: skip
+        elsewhere = {k: v for k, v in env.items() if k != "EMBEDDED_DATA_DIR"}
+        status = await _run(
+            ["bash", "-c", f'{export.strip()} && "$@"', "sh", *argv], tmp_path.parent,
+            elsewhere, "status", "--json",
+        )  # fmt: skip
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["events"]["length"] >= 6
         metrics = (await _wait_http(f"{base}/metrics")).text
         for series in (
             'bookgen_deliveries_total{channel="webhook",status="delivered"}',
@@ -154,8 +188,19 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
             log_file.close()
     log = (tmp_path / "up.log").read_text()
     assert code == 0, log[-3000:]
-    assert "embedded" in log and "WEBSOCKET_JWT_SECRET is not set" in log
-    for name, secret in SECRETS.items():
+    data = (tmp_path / ".bookgen").resolve()
+    made = {name: data / name.lower() for name in ("WEBSOCKET_JWT_SECRET", "ADMIN_API_KEY")}
+    # Where to read what it made, never the values; what the environment set is not kept.
+    for name, path in made.items():
+        assert re.search(rf"{name}\s+{re.escape(str(path))}", log), f"no path for {name}"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert not (data / "producer_api_key").exists() and not (data / "webhook_secret").exists()
+    assert f'export REDIS_URL="redis://:$(cat {data / "redis_password"})@127.0.0.1:' in log
+    assert "WebSocket auth is OFF" not in log and "WEBSOCKET_AUTH=none" not in log
+    kept = {name: path.read_text().strip() for name, path in made.items()}
+    kept["redis password"] = (data / "redis_password").read_text().strip()
+    for name, secret in {**SECRETS, **kept}.items():
         assert secret.removeprefix("whsec_") not in log, f"{name} leaked into the logs"
     assert "Marie Curie" not in log, "event contents leaked into the logs"
     # The embedded server was stopped with its owner.
@@ -168,3 +213,69 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         return False
 
     await eventually(server_gone, within=10, what="the embedded server to stop with `up`")
+
+
+def _up_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "BOOKGEN"))}
+    env.update(
+        EMBEDDED_DATA_DIR=str(tmp_path / ".bookgen"), LOG_FORMAT="json", PYTHONUNBUFFERED="1"
+    )
+    return env
+
+
+def _argv() -> list[str]:
+    exe = shutil.which("bookgen-events")
+    return [exe] if exe else [sys.executable, "-m", "bookgen_events.cli"]
+
+
+async def test_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
+    """SIGTERM while the embedded server is still starting ends `up` at once, and the server
+    goes with it (not left running until the next start reaps it)."""
+    proc = await asyncio.create_subprocess_exec(
+        *_argv(), "up", "--port", str(free_port()), cwd=tmp_path, env=_up_env(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    up = psutil.Process(proc.pid)
+
+    def server() -> list[psutil.Process]:
+        try:
+            return [c for c in up.children() if c.name().startswith("valkey")]
+        except psutil.Error:
+            return []
+
+    try:
+        (child,) = await eventually(server, within=30, what="the embedded server", step=0.002)
+        proc.send_signal(signal.SIGTERM)  # it has not answered a PING yet, or only just
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert code == 0 and "Traceback" not in err, err[-2000:]
+    gone = not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert gone, "the embedded server outlived `up`"
+    assert not (tmp_path / ".bookgen" / "embedded.json").exists()
+
+
+async def test_a_gateway_that_cannot_listen_stops_every_worker_and_the_server(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """When the gateway's own bind fails (the port taken after `up` checked it), the other
+    workers stop, run_workers raises GatewayBindError, and the embedded server is stopped."""
+    local = ensure_credentials(
+        settings.model_copy(update={"redis_url": None, "embedded_data_dir": str(tmp_path / "d")})
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        workers = {"webhook": {}, "logger": {}, "gateway": {"host": "127.0.0.1", "port": port}}
+        with pytest.raises(GatewayBindError, match=f"127.0.0.1:{port}"):
+            with embedded_if_needed(local) as (running, server):
+                assert server is not None and server._process is not None
+                pid = server._process.pid
+                await asyncio.wait_for(run_workers(running, workers, asyncio.Event()), 30)
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not others, others
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
