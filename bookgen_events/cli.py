@@ -74,8 +74,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             refuse_open_websockets(settings, args.host)
         from_env = settings
         settings = ensure_credentials(settings)
-        if gateway:
-            probe_listen(args.host, args.port)  # before anything is started
+        if gateway:  # what the gateway would refuse, refused before anything is started
+            _check_gateway(settings, args.host, args.port)
         with embedded_if_needed(settings) as (settings, server):
             asyncio.run(_reachable(settings))  # else one line, before any notice
             _print_where(from_env, server)
@@ -85,6 +85,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
                 options["gateway"] = {"host": args.host, "port": args.port}
             run_loop(_serve(settings, options))
     return 0
+
+
+def _check_gateway(settings: Settings, host: str, port: int) -> None:
+    from gateway.app import check_secret
+
+    check_secret(settings)  # no or a short WEBSOCKET_JWT_SECRET
+    probe_listen(host, port)
 
 
 def _print_where(from_env: Settings, server: EmbeddedRedis | None) -> None:
@@ -147,7 +154,7 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     if load_worker("gateway") is None:
         raise ConfigError("the gateway is not available in this installation")
     refuse_open_websockets(settings, args.host)
-    probe_listen(args.host, args.port)
+    _check_gateway(settings, args.host, args.port)
     run_loop(_serve(settings, {"gateway": {"host": args.host, "port": args.port}}))
     return 0
 
@@ -190,6 +197,13 @@ def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from .replay import before, parse_offset
+
+    # --from: "$" (now), a stream id to start after, or an ISO time to start at.
+    start = args.start.strip()
+    if start != "$" and parse_offset(start) != start:
+        start = before(parse_offset(start))
+
     async def go() -> None:
         async with open_bus(settings) as bus:
             stream = bus.names.deliveries if args.deliveries else bus.names.events
@@ -197,10 +211,10 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
             # between two reads.
             newest = await bus.revrange(count=1, stream=stream)
             newest_id = newest[0][0] if newest else "0-0"
-            last = newest_id if args.start == "$" else args.start
+            last = newest_id if start == "$" else start
             if args.count:
                 # The last N entries (after --from, if given), then follow from there.
-                floor = "-" if args.start == "$" else f"({args.start}"
+                floor = "-" if start == "$" else f"({start}"
                 recent = await bus.revrange("+", floor, count=args.count, stream=stream)
                 for entry_id, fields in reversed(recent):
                     _print_entry(entry_id, fields)
@@ -581,7 +595,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="the whole event as JSON ('-' reads stdin)")
 
     p = add("tail", cmd_tail, "Print stream entries as JSON lines, following live.")
-    p.add_argument("--from", dest="start", default="$", help="stream id to start after ($: now)")
+    p.add_argument(
+        "--from",
+        dest="start",
+        default="$",
+        help="a stream id to start after, or an ISO time to start at (default $: now)",
+    )
     p.add_argument("--count", type=int, default=0, help="first print the last N entries")
     p.add_argument("--no-follow", dest="follow", action="store_false")
     p.add_argument("--deliveries", action="store_true", help="tail delivery outcomes instead")

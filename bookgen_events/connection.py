@@ -28,15 +28,20 @@ from .settings import Settings
 
 
 def resolve_redis_url(settings: Settings) -> str:
-    """The Redis URL to use, or a :class:`ConfigError` saying how to get one."""
+    """The Redis URL to use, or a :class:`ConfigError` saying how to get one.
+
+    ``REDIS_URL`` when set; else the live embedded server of ``EMBEDDED_DATA_DIR``, whose URL
+    carries the password it requires (see :func:`~.embedded.running_url`).
+    """
     if settings.redis_url:
         return settings.redis_url
     url = running_url(Path(settings.embedded_data_dir))
     if url:
         return url
     raise ConfigError(
-        "REDIS_URL is not set and no embedded server is running: set REDIS_URL, "
-        "or start one with `bookgen-events up`"
+        "REDIS_URL is not set and no embedded server is running in "
+        f"{Path(settings.embedded_data_dir).resolve()} (EMBEDDED_DATA_DIR): set REDIS_URL, "
+        "or start one with `bookgen-events up` in that folder"
     )
 
 

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,19 @@ async def test_tail_count_prints_the_last_entries(cli_env: dict[str, str], bus: 
     assert [json.loads(line)["stream_id"] for line in result.stdout.splitlines()] == ids[3:]
     after = cli(cli_env, "tail", "--from", ids[0], "--count", "10", "--no-follow")
     assert [json.loads(line)["stream_id"] for line in after.stdout.splitlines()] == ids[1:]
+
+
+async def test_tail_from_a_time_or_refuses_a_bad_offset(
+    cli_env: dict[str, str], bus: EventBus
+) -> None:
+    """``tail --from`` takes an ISO time (entries from then on); a malformed one is one line."""
+    ids = await bus.emit_many([progress("1"), progress("2")])
+    moment = datetime.fromtimestamp(int(ids[0].split("-")[0]) / 1000, UTC).isoformat()
+    result = cli(cli_env, "tail", "--from", moment, "--no-follow")
+    assert [json.loads(line)["stream_id"] for line in result.stdout.splitlines()] == ids
+    bad = cli(cli_env, "tail", "--from", "yesterday")
+    assert bad.returncode != 0 and "neither a stream id" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 async def test_tail_count_then_follows(cli_env: dict[str, str], bus: EventBus) -> None:

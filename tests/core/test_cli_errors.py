@@ -11,6 +11,7 @@ from ..helpers import free_port
 from .test_cli import cli
 
 DOWN = "redis://:hunter2-secret@127.0.0.1:1/0"  # port 1: nothing listens, refused at once
+JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 SAYS = "cannot reach Redis at redis://:***@127.0.0.1:1/0 (REDIS_URL): connection refused"
 
 
@@ -47,6 +48,7 @@ def test_unreachable_redis_is_one_line_naming_it(
     """Each command names Redis, where it was looked for (password masked) and the variable,
     then exits non-zero; long-running ones (consume, gateway, up) do so at once."""
     env = {**cli_env, "REDIS_URL": DOWN, "EMBEDDED_DATA_DIR": str(tmp_path / "data")}
+    env["WEBSOCKET_JWT_SECRET"] = JWT_SECRET  # `gateway` refuses to start without one
     result = cli(env, *args)
     assert result.returncode != 0
     assert one_line(result.stderr) == f"bookgen-events {args[0]}: {SAYS}"
@@ -96,7 +98,7 @@ def test_a_taken_port_is_one_line_at_once(
         holder.listen()
         port = holder.getsockname()[1]
         env = {k: v for k, v in cli_env.items() if k != "REDIS_URL"}
-        env["EMBEDDED_DATA_DIR"] = str(tmp_path / "data")
+        env.update(EMBEDDED_DATA_DIR=str(tmp_path / "data"), WEBSOCKET_JWT_SECRET=JWT_SECRET)
         if command == "gateway":
             env["REDIS_URL"] = cli_env["REDIS_URL"]
         result = cli(env, command, "--port", str(port))
@@ -119,3 +121,19 @@ def test_auth_off_refuses_a_non_loopback_host(
     line = one_line(result.stderr)
     assert "WEBSOCKET_AUTH" in line and host in line
     assert not (tmp_path / "d").exists()  # refused before anything was made
+
+
+@pytest.mark.parametrize("command", ["gateway", "up"])
+def test_a_short_jwt_secret_is_refused_before_anything_starts(
+    cli_env: dict[str, str], tmp_path: Path, command: str
+) -> None:
+    """A WEBSOCKET_JWT_SECRET under 32 bytes stops the start in one line, before the embedded
+    server or any worker runs."""
+    env = {k: v for k, v in cli_env.items() if k != "REDIS_URL"}
+    env.update(WEBSOCKET_JWT_SECRET="short", EMBEDDED_DATA_DIR=str(tmp_path / "d"))
+    if command == "gateway":
+        env["REDIS_URL"] = cli_env["REDIS_URL"]
+    result = cli(env, command, "--port", str(free_port()))
+    assert result.returncode != 0
+    assert "WEBSOCKET_JWT_SECRET" in one_line(result.stderr)
+    assert not (tmp_path / "d" / "embedded.json").exists()
