@@ -58,6 +58,7 @@ def _sigterm_unwinds() -> Iterator[None]:
     # process outright and leave the embedded server running; raised here, it unwinds
     # through every ``with`` that started something.
     def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the unwinding finish
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -83,7 +84,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             options: dict[str, dict[str, Any]] = {name: {} for name in names}
             if gateway:
                 options["gateway"] = {"host": args.host, "port": args.port}
-            run_loop(_serve(settings, options))
+            try:
+                run_loop(_serve(settings, options))
+            finally:
+                # The loop is gone (SIGTERM is back to its default); stopping the embedded
+                # server must not be cut short by a second one.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 
