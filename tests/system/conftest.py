@@ -160,7 +160,7 @@ class OwnRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.server.url  # carries the server's password
 
     async def start(self) -> None:
         self.server = EmbeddedRedis(self.data_dir, port=self.port, appendonly=self.appendonly)

@@ -17,7 +17,7 @@ def test_embedded_redis_restarts_on_the_port_it_was_given(tmp_path: Path) -> Non
     server = EmbeddedRedis(tmp_path, port=port)
     server.start()
     try:
-        client = redis.Redis(port=port)
+        client = redis.Redis.from_url(server.url)
         client.ping()  # the server closes this connection first: TIME_WAIT on its port
         server.stop()
         client.close()

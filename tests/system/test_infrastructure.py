@@ -132,12 +132,17 @@ async def test_redis_restart_without_persistence_recovers(
         system.cluster.start("email")
 
         async def groups_recreated() -> bool:
-            groups = {g["name"] for g in await system.bus.groups_info()}
-            logger = {g["name"] for g in await system.bus.groups_info(system.bus.names.deliveries)}
-            return groups >= set(CONSUMERS) and "logger" in logger
+            return {g["name"] for g in await system.bus.groups_info()} >= set(CONSUMERS)
 
-        await system.emit(1)  # the deliveries stream exists again once an outcome is written
+        async def logger_reads_outcomes() -> bool:
+            groups = await system.bus.groups_info(system.bus.names.deliveries)
+            return "logger" in {g["name"] for g in groups}
+
+        # The restarted email consumer creates its group at the end of the stream (SPEC 11):
+        # events emitted before that are not its to deliver, so wait for it first.
         await eventually(groups_recreated, 20, "the consumer groups to be recreated")
+        await system.emit(1)  # the deliveries stream exists again once an outcome is written
+        await eventually(logger_reads_outcomes, 20, "the logger's outcome group")
         after = list(system.events[len(before) :]) + await system.emit(49)
         report = await system.settle(within=45, events=after)
         assert report.lost == 0, report.summary()
