@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bookgen_events.connection import create_redis
-from bookgen_events.runner import run_loop
+from bookgen_events.app.runner import run_loop
 
 
 def free_port() -> int:

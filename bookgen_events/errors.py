@@ -7,6 +7,7 @@
     ├── DecodeError (ValueError)          a stream entry cannot be decoded (a poison entry)
     ├── EmbeddedServerError               the embedded Redis server could not be started
     ├── GatewayBindError                  the gateway cannot listen on its host and port
+    ├── Unreachable                       Redis, SQL or SMTP does not answer; one line says where
     └── OffsetError (ValueError)          a replay offset is malformed or out of range
 
 Control flow for channels (not errors of the library, so not under the root):
@@ -63,6 +64,18 @@ class EmbeddedServerError(BookgenEventsError):
 
 class GatewayBindError(BookgenEventsError):
     """The gateway cannot listen on its host and port (in use, or not an address here)."""
+
+
+class Unreachable(BookgenEventsError):
+    """A service a command needs does not answer: one line naming what, where and why.
+
+    ``cannot reach Redis at redis://:***@127.0.0.1:6399/0 (REDIS_URL): connection refused``
+    (``url`` comes with its password already masked).
+    """
+
+    def __init__(self, what: str, url: str, variable: str, reason: str) -> None:
+        self.what, self.url, self.variable, self.reason = what, url, variable, reason
+        super().__init__(f"cannot reach {what} at {url} ({variable}): {reason}")
 
 
 class OffsetError(BookgenEventsError, ValueError):

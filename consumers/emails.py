@@ -27,7 +27,7 @@ from bookgen_events.bus import EventBus
 from bookgen_events.errors import ConfigError, Reject
 from bookgen_events.events import EmailAddress, Event, EventType
 from bookgen_events.logs import get_logger
-from bookgen_events.runner import run_channel
+from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
 
 from .mailer import Mailer, SMTPMailer

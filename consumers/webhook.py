@@ -39,7 +39,7 @@ from bookgen_events.bus import EventBus
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.events import Event, EventType
 from bookgen_events.logs import get_logger
-from bookgen_events.runner import run_channel
+from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
 
 from .signing import Signer

@@ -26,7 +26,7 @@ def cli(
     env: dict[str, str], *args: str, input_: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("bookgen-events") or sys.executable
-    argv = [exe, *args] if exe != sys.executable else [exe, "-m", "bookgen_events.cli", *args]
+    argv = [exe, *args] if exe != sys.executable else [exe, "-m", "bookgen_events.app.cli", *args]
     return subprocess.run(argv, env=env, input=input_, capture_output=True, text=True, timeout=60)
 
 
@@ -263,7 +263,7 @@ async def test_consume_from_backfills_on_purpose(
 
 def _argv() -> list[str]:
     exe = shutil.which("bookgen-events")
-    return [exe] if exe else [sys.executable, "-m", "bookgen_events.cli"]
+    return [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
 
 
 # -- rebuild-log -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bookgen_events.cli import build_parser
+from bookgen_events.app.cli import build_parser
 from bookgen_events.settings import Settings
 
 COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[2] / "compose.yaml").read_text())

@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import Webhook
 from bookgen_events import Settings
 from bookgen_events.credentials import ensure_credentials
 from bookgen_events.errors import GatewayBindError
-from bookgen_events.runner import embedded_if_needed, run_workers
+from bookgen_events.app.runner import embedded_if_needed, run_workers
 
 from ..consumers.webhook_receiver import SECRET, eventually, receiver  # noqa: F401 - fixture
 from ..helpers import free_port
@@ -82,7 +82,7 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         PYTHONUNBUFFERED="1",
     )
     exe = shutil.which("bookgen-events")
-    argv = [exe] if exe else [sys.executable, "-m", "bookgen_events.cli"]
+    argv = [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
     log_file = (tmp_path / "up.log").open("w")
     proc = await asyncio.create_subprocess_exec(
         *argv, "up", "--port", str(port), cwd=tmp_path, env=env, stdout=log_file, stderr=log_file
@@ -225,7 +225,7 @@ def _up_env(tmp_path: Path) -> dict[str, str]:
 
 def _argv() -> list[str]:
     exe = shutil.which("bookgen-events")
-    return [exe] if exe else [sys.executable, "-m", "bookgen_events.cli"]
+    return [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
 
 
 async def test_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:

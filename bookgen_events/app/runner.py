@@ -1,7 +1,8 @@
-"""Process assembly: one Redis client, the workers this deployment runs, signals, shutdown.
+"""Process assembly: the event loop, one Redis client, the workers, signals, shutdown.
 
-A worker is a module exposing ``async def serve(bus, settings, stop, **options)`` that runs
-until ``stop`` is set. Channel workers build their channel and call :func:`run_channel`.
+A worker is an ``async def serve(bus, settings, stop, **options)`` that runs until ``stop``
+is set (:mod:`bookgen_events.app.workers` lists them). Redis must answer before anything
+starts; an embedded server is started when no ``REDIS_URL`` is set.
 """
 
 from __future__ import annotations
@@ -9,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
-import ipaddress
 import os
 import re
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
@@ -24,45 +23,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .bus import EventBus
-from .channel import Channel
-from .connection import create_redis, resolve_redis_url
-from .consumer import Consumer
-from .credentials import redact_url
-from .embedded import EmbeddedRedis
-from .errors import BookgenEventsError, ConfigError, GatewayBindError
-from .logs import get_logger
-from .metrics import keep_stream_gauges_fresh
-from .settings import Settings
+from ..bus import EventBus
+from ..connection import create_redis, resolve_redis_url
+from ..credentials import redact_url
+from ..embedded import EmbeddedRedis
+from ..errors import Unreachable
+from ..logs import get_logger
+from ..metrics import keep_stream_gauges_fresh
+from ..settings import Settings
+from .workers import WORKERS
 
-log = get_logger("bookgen_events.runner")
+log = get_logger("bookgen_events.app.runner")
 
-#: Worker name -> module providing ``serve``. Modules not installed yet are simply absent.
-WORKERS = {
-    "gateway": "gateway.app",
-    "webhook": "consumers.webhook",
-    "email": "consumers.emails",
-    "logger": "consumers.logger",
-}
-
-Serve = Callable[..., Coroutine[Any, Any, None]]
 T = TypeVar("T")
 
 _DRIVER_PREFIX = re.compile(r"^\([\w.]+\)\s*")
 
 #: How long a command waits for Redis to answer at start before saying it cannot reach it.
 CONNECT_TIMEOUT_S = 5.0
-
-
-class Unreachable(BookgenEventsError):
-    """A service the command needs does not answer; one line naming what, where and why.
-
-    ``cannot reach Redis at redis://:***@127.0.0.1:6399/0 (REDIS_URL): connection refused``
-    """
-
-    def __init__(self, what: str, url: str, variable: str, reason: str) -> None:
-        self.what, self.url, self.variable, self.reason = what, redact_url(url), variable, reason
-        super().__init__(f"cannot reach {what} at {self.url} ({variable}): {reason}")
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -116,43 +94,6 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-def load_worker(name: str) -> Serve | None:
-    """The worker's ``serve`` function, or None if that module does not exist (yet)."""
-    module_name = WORKERS.get(name)
-    if module_name is None:
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return None
-        raise
-    return getattr(module, "serve", None)
-
-
-def enabled_workers(settings: Settings) -> list[str]:
-    """Workers ``up`` runs: every one that exists and is switched on."""
-    wanted = ["webhook"]
-    if settings.email_enabled:
-        wanted.append("email")
-    if settings.enable_notification_logging:
-        wanted.append("logger")
-    return [name for name in wanted if load_worker(name) is not None]
-
-
-async def run_channel(
-    bus: EventBus, settings: Settings, channel: Channel, stop: asyncio.Event, **overrides: Any
-) -> None:
-    """Run ``channel`` on the consumer runtime until ``stop`` is set."""
-    consumer = Consumer.from_settings(bus, channel, settings, **overrides)
-    task = asyncio.create_task(consumer.run())
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    consumer.stop()
-    stopper.cancel()
-    await task
-
-
 def install_signal_handlers(stop: asyncio.Event) -> None:
     """SIGTERM and SIGINT set ``stop``: in-flight work finishes or is handed back."""
     loop = asyncio.get_running_loop()
@@ -198,7 +139,7 @@ async def _check_redis(
         raise _Stopped
     else:
         reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
-    raise Unreachable("Redis", url, _redis_variable(settings), reason)
+    raise Unreachable("Redis", redact_url(url), _redis_variable(settings), reason)
 
 
 @contextlib.asynccontextmanager
@@ -219,7 +160,9 @@ async def open_bus(
         try:
             yield EventBus.from_settings(redis, settings)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise Unreachable("Redis", url, _redis_variable(settings), failure_reason(exc)) from exc
+            raise Unreachable(
+                "Redis", redact_url(url), _redis_variable(settings), failure_reason(exc)
+            ) from exc
     finally:
         await redis.aclose()
 
@@ -243,9 +186,7 @@ async def _run_tasks(
 ) -> None:
     tasks: list[asyncio.Task[None]] = []
     for name, options in workers.items():
-        serve = load_worker(name)
-        if serve is None:
-            raise SystemExit(f"worker {name!r} is not available in this installation")
+        serve = WORKERS[name]
         tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
     tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
     log.info("workers running", workers=sorted(workers))
@@ -280,45 +221,3 @@ def embedded_if_needed(settings: Settings) -> Iterator[tuple[Settings, EmbeddedR
         yield settings.model_copy(update={"redis_url": url}), server
     finally:
         server.stop()
-
-
-# -- listening -------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
-    name = host.strip().strip("[]").lower()
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def refuse_open_websockets(settings: Settings, host: str) -> None:
-    """WEBSOCKET_AUTH=none is for a gateway only this machine can reach (SPEC 8)."""
-    if settings.websocket_enabled and settings.websocket_auth == "none" and not is_loopback(host):
-        raise ConfigError(
-            f"WEBSOCKET_AUTH=none refuses to listen on {host}: unauthenticated WebSockets are "
-            "for loopback only (127.0.0.1, ::1, localhost); unset WEBSOCKET_AUTH to use tokens"
-        )
-
-
-def probe_listen(host: str, port: int) -> None:
-    """Raise :class:`GatewayBindError` now if ``host:port`` cannot be listened on.
-
-    Bound as uvicorn binds (SO_REUSEADDR), then released: a start that cannot serve fails
-    before it starts anything else. The gateway's own bind stays the final word.
-    """
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host.strip("[]"), port))
-    except socket.gaierror as exc:
-        raise GatewayBindError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    except OSError as exc:
-        raise GatewayBindError(f"cannot listen on {host}:{port}: {failure_reason(exc)}") from None

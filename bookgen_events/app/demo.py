@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from .bus import EventBus
-from .outcomes import Outcome
-from .service import NotificationService
-from .settings import Settings
+from gateway.auth import mint_token
+
+from ..bus import EventBus
+from ..outcomes import Outcome
+from ..service import NotificationService
+from ..settings import Settings
 
 CHARACTERS = ("Marie Curie", "Albert Einstein", "Ada Lovelace", "Nelson Mandela")
 
@@ -50,8 +52,6 @@ async def run_demo(
     link = {"job_id": job_id}
     secret = settings.websocket_jwt_secret
     if settings.websocket_auth == "jwt" and secret is not None:
-        from gateway.auth import mint_token
-
         link["token"] = mint_token(
             secret.get_secret_value(), user_id=None, job_ids=[job_id], ttl_s=3600
         )

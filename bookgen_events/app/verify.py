@@ -7,10 +7,16 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .bus import EventBus
-from .errors import Reject, RetryLater
-from .events import make_event
-from .settings import Settings
+from sqlalchemy import text
+
+from consumers.mailer import SMTPMailer
+from consumers.webhook import open_channel
+
+from ..bus import EventBus
+from ..db import init_db
+from ..errors import Reject, RetryLater
+from ..events import make_event
+from ..settings import Settings
 
 MIN_REDIS = (6, 2)
 
@@ -42,9 +48,6 @@ async def check_database(settings: Settings) -> Check:
         return Check("database", True, "ENABLE_NOTIFICATION_LOGGING=false", skipped=True)
 
     def probe() -> str:
-        from sqlalchemy import text
-
-        from .db import init_db
 
         engine = init_db(settings.database_url)
         with engine.connect() as conn:
@@ -60,7 +63,6 @@ async def check_database(settings: Settings) -> Check:
 async def check_smtp(settings: Settings) -> Check:
     if not settings.email_enabled:
         return Check("smtp", True, "EMAIL_ENABLED=false", skipped=True)
-    from consumers.mailer import SMTPMailer
 
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     mailer = SMTPMailer.from_settings(settings)
@@ -80,7 +82,6 @@ async def check_smtp(settings: Settings) -> Check:
 async def check_webhook(settings: Settings, url: str | None) -> Check:
     if not url:
         return Check("webhook", True, "no --webhook-url given", skipped=True)
-    from consumers.webhook import open_channel
 
     try:
         event = make_event(
