@@ -15,7 +15,15 @@ from typing import Protocol, runtime_checkable
 from .errors import Reject, RetryLater
 from .events import Event
 
-__all__ = ["Channel", "Reject", "RetryLater"]
+__all__ = ["CHANNELS", "DEAD_LETTER_GROUPS", "GROUP_CHANNELS", "Channel", "Reject", "RetryLater"]
+
+#: Every delivery channel, as the log's ``delivery_method`` names it. The gateway delivers
+#: ``websocket`` itself; each of the others is a consumer group of the same name.
+CHANNELS = ("websocket", "webhook", "email")
+#: The channels delivered by a consumer group: each retries, dead-letters and replays alone.
+GROUP_CHANNELS = ("webhook", "email")
+#: Every consumer group that can dead-letter: the channels', and the logger's poison entries.
+DEAD_LETTER_GROUPS = (*GROUP_CHANNELS, "logger")
 
 
 @runtime_checkable

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .bus import EventBus
+from .channel import DEAD_LETTER_GROUPS
 from .outcomes import now_ms
 
-KNOWN_CHANNELS = ("webhook", "email", "logger")
 _LAG_COUNT_CAP = 100_000
 
 
@@ -86,7 +86,7 @@ async def _stream(bus: EventBus, stream: str) -> dict[str, Any]:
 async def status(bus: EventBus) -> dict[str, Any]:
     """Everything an operator needs at a glance: streams, groups, DLQs, retries, memory."""
     names = bus.names
-    channels = set(KNOWN_CHANNELS)
+    channels = set(DEAD_LETTER_GROUPS)
     events = await _stream(bus, names.events)
     channels.update(g["group"] for g in events["groups"])
     pipe = bus.redis.pipeline(transaction=False)

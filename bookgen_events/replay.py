@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .bus import EventBus, Scheduled
+from .channel import GROUP_CHANNELS
 from .errors import OffsetError
 from .events import WIRE_FIELD, Event, decode
 from .outcomes import DeadLetter, now_ms
 
-REPLAYABLE = ("webhook", "email")
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 _MAX_SEQ = (1 << 64) - 1
 
@@ -94,9 +94,9 @@ async def replay(
     default :func:`event_recipients`): an event without a ``webhook_url`` is no webhook
     redelivery.
     """
-    if channel not in REPLAYABLE:
+    if channel not in GROUP_CHANNELS:
         raise OffsetError(
-            f"replay delivers to {' or '.join(REPLAYABLE)}; the log is rebuilt with "
+            f"replay delivers to {' or '.join(GROUP_CHANNELS)}; the log is rebuilt with "
             "`bookgen-events rebuild-log`, and WebSocket clients resume with last_event_id"
         )
     first = await bus.range(count=1)

@@ -52,7 +52,6 @@ def _duration(value: object) -> float:
 Schedule = Annotated[tuple[float, ...], NoDecode]
 Duration = Annotated[float, NoDecode]
 CsvList = Annotated[list[str], NoDecode]
-CHANNELS = ("webhook", "email", "websocket")
 
 
 class Settings(BaseSettings):
@@ -136,9 +135,9 @@ class Settings(BaseSettings):
     _split_csv = field_validator("admin_emails", "websocket_allowed_origins", mode="before")(
         classmethod(lambda cls, v: _csv(v))
     )
-    _durations = field_validator(
-        "websocket_token_max_ttl", "http_header_timeout", mode="before"
-    )(classmethod(lambda cls, v: _duration(v)))
+    _durations = field_validator("websocket_token_max_ttl", "http_header_timeout", mode="before")(
+        classmethod(lambda cls, v: _duration(v))
+    )
 
     def retry_policy(self, channel: str) -> tuple[tuple[float, ...], int]:
         """``(schedule, max_retries)`` for a channel; channels without their own use webhook's."""

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bookgen_events.channel import CHANNELS
 from bookgen_events.db import STATUSES, Notification, init_db, job_entity_id
 
-CHANNELS = ("websocket", "webhook", "email")
 PARAMS = {"job_id", "status", "channel", "limit", "cursor"}
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 

@@ -7,9 +7,14 @@ import asyncio
 import sys
 from typing import Any
 
+from consumers.logger import DatabaseUnavailable, rebuild
+
+from ...channel import DEAD_LETTER_GROUPS, GROUP_CHANNELS
 from ...credentials import redact_url
 from ...errors import Unreachable
 from ...events import EventType
+from ...outcomes import now_ms
+from ...replay import dead_letters, redrive, replay
 from ...settings import Settings
 from ..runner import (
     failure_reason,
@@ -20,8 +25,6 @@ from .base import Add, print_json
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import Progress
-
-    from ...replay import replay
 
     async def go() -> Any:
         async with open_bus(settings) as bus:
@@ -70,13 +73,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from ...ops import KNOWN_CHANNELS
-    from ...outcomes import now_ms
-    from ...replay import dead_letters, redrive
 
-    if args.channel not in KNOWN_CHANNELS:
+    if args.channel not in DEAD_LETTER_GROUPS:
         raise ValueError(
-            f"{args.channel!r} has no dead letters: only {', '.join(KNOWN_CHANNELS)} do"
+            f"{args.channel!r} has no dead letters: only {', '.join(DEAD_LETTER_GROUPS)} do"
         )
     if args.purge and args.redrive:
         raise ValueError("choose --redrive or --purge, not both")
@@ -184,7 +184,6 @@ def _age(row: dict[str, Any]) -> str:
 
 
 def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.logger import DatabaseUnavailable, rebuild
 
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:
@@ -203,7 +202,7 @@ def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
 def register(add: Add) -> None:
     """Add this module's commands to the parser."""
     p = add("replay", cmd_replay, "Redeliver events from stream offsets to one channel only.")
-    p.add_argument("channel", choices=["webhook", "email"])
+    p.add_argument("channel", choices=GROUP_CHANNELS)
     p.add_argument("--from", dest="start", required=True, help="stream id or ISO time (inclusive)")
     p.add_argument("--to", dest="end", help="stream id or ISO time (inclusive; default: newest)")
     p.add_argument("--job-id", help="only this job's events")

@@ -16,6 +16,7 @@ from gateway.app import check_secret
 
 from ...credentials import credentials_notice, ensure_credentials
 from ...embedded import EmbeddedRedis
+from ...replay import position_group
 from ...settings import Settings
 from ..listening import probe_listen, refuse_open_websockets
 from ..runner import (
@@ -123,7 +124,6 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _position(settings: Settings, worker: str, start: str) -> list[str]:
     """``consume --from``: set the group's read position on purpose, before it runs."""
-    from ...replay import position_group
 
     async with open_bus(settings) as bus:
         # The logger projects the deliveries stream too; its ids are times like the events'.

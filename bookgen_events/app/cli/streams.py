@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 from ...events import WIRE_FIELD, EventType
+from ...ops import status
+from ...replay import before, parse_offset
 from ...settings import Settings
 from ..runner import (
     open_bus,
@@ -52,7 +54,6 @@ def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
-    from ...replay import before, parse_offset
 
     # --from: "$" (now), a stream id to start after, or an ISO time to start at.
     start = args.start.strip()
@@ -102,7 +103,6 @@ def _print_entry(entry_id: str, fields: dict[str, str]) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from ...ops import status
 
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:

@@ -12,9 +12,11 @@ from gateway.auth import MIN_SECRET_BYTES, mint_token, weak_secret
 
 from ...errors import ConfigError
 from ...settings import Settings
+from ..demo import run_demo
 from ..runner import (
     open_bus,
 )
+from ..verify import verify
 from .base import Add, print_json
 
 
@@ -51,8 +53,6 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
-    from ..demo import run_demo
-
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:
             return await run_demo(
@@ -73,7 +73,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from ..verify import verify
 
     async def go() -> list[Any]:
         # No reachability check here: verify reports an unreachable Redis as one of its checks.
