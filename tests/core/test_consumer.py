@@ -394,8 +394,11 @@ async def test_stop_with_retries_in_flight_does_not_hang(bus: EventBus) -> None:
     consumer = make_consumer(bus, TimingOut(), concurrency=8, retry_schedule=(0.1,), grace_s=2.0)
     task = asyncio.create_task(consumer.run())
     await asyncio.sleep(1.3)
+    stopped = time.monotonic()
     consumer.stop()
     await asyncio.wait_for(task, timeout=10)
+    took = time.monotonic() - stopped
+    assert took < 2.0 + 0.5, f"stop took {took:.2f}s for a 2 s grace period"
 
 
 @pytest.mark.parametrize(
