@@ -1,6 +1,6 @@
 """The consumer runtime with a no-op channel vs raw XREADGROUP COUNT 100 + XACK, same run.
 
-    python -m bench.consume [--events 50000] [--rounds 2]
+    python -m bench.consume [--events 50000] [--rounds 2] [--peer-events 10000]
 
 Ours is the runtime as a worker runs it (``Consumer.run()``, on the worker's event loop,
 see ``runner.run_loop``), timed until every outcome is written: it decodes and validates
@@ -11,15 +11,25 @@ The raw baseline reads batches of 100 and acks them, nothing else.
 A third row, the floor, does only the work the runtime is required to do, inline and one
 batch at a time: read 100, validate each event, write one outcome per entry and the acks in
 one commit. The runtime overlaps reading, delivering and writing, so it can beat the floor.
+
+The peer is FastStream (``bench/faststream_peer.py``) in its own virtualenv,
+``bookgen-bench-faststream`` in the temp folder, created on first use (``--peer-venv`` to
+move it): a consumer group on its own stream holding ``--peer-events`` of the same event
+bodies in FastStream's envelope, each validated into a pydantic model of our event by
+FastStream, handed to a no-op handler and acked; once one message per handler call, once
+a batch of 100 per call (for reference). Rates are compared, not times.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from bench._common import Timer, report, run_bench, scratch_redis
+from bench import faststream_peer
+from bench._common import Timer, redis_url, report, run_bench, scratch_redis
 from bookgen_events import Consumer, Event, EventBus
 from bookgen_events.bus import Commit
 from bookgen_events.events import decode
@@ -78,7 +88,7 @@ async def raw(bus: EventBus, n: int) -> float:
 
 
 async def floor(bus: EventBus, n: int) -> float:
-    await bus.ensure_group("floor")
+    await bus.ensure_group("floor", start="0")  # a new group starts at "$": read the fill
     done = 0
     with Timer() as t:
         while done < n:
@@ -107,6 +117,7 @@ async def ours(bus: EventBus, n: int) -> float:
     """The runtime as it runs in a worker (``run()``), timed until every outcome is written."""
     channel = NoopChannel(n)
     consumer = Consumer(bus, channel, batch=100, concurrency=200, rate_limits=(0, 0))
+    await bus.ensure_group(consumer.group, start="0")  # a new group starts at "$"
     with Timer() as t:
         running = asyncio.create_task(consumer.run())
         await channel.done.wait()
@@ -119,8 +130,10 @@ async def ours(bus: EventBus, n: int) -> float:
     return n / t.seconds
 
 
-async def main(n: int, rounds: int) -> list[dict[str, object]]:
-    best_ours = best_raw = best_floor = 0.0
+async def main(n: int, rounds: int, peer_n: int, peer_venv: str) -> list[dict[str, object]]:
+    python = faststream_peer.ensure_venv(Path(peer_venv))
+    peer_n = min(peer_n, n)
+    best_ours = best_raw = best_floor = best_fs = best_fs_batch = 0.0
     for _ in range(rounds):
         async with scratch_redis() as (redis, prefix):
             bus = EventBus(redis, prefix=prefix, maxlen=10_000_000)
@@ -128,6 +141,15 @@ async def main(n: int, rounds: int) -> list[dict[str, object]]:
             best_raw = max(best_raw, await raw(bus, n))
             best_ours = max(best_ours, await ours(bus, n))
             best_floor = max(best_floor, await floor(bus, n))
+            for batch in (False, True):  # FastStream copies its bodies from our stream
+                stream = f"{prefix}:faststream{batch:d}"
+                rate = await faststream_peer.measure(
+                    python, redis_url(), bus.names.events, stream, peer_n, batch=batch
+                )
+                if batch:
+                    best_fs_batch = max(best_fs_batch, rate)
+                else:
+                    best_fs = max(best_fs, rate)
     return report(
         f"consumer runtime ({n:,} events, no-op channel, best of {rounds})",
         [
@@ -136,6 +158,30 @@ async def main(n: int, rounds: int) -> list[dict[str, object]]:
                 "floor: the required work inline, no runtime (for reference)",
                 best_floor,
                 best_raw,
+                None,
+            ),
+            (
+                f"FastStream ({peer_n:,} msgs), a message per handler call, vs XREADGROUP+XACK",
+                best_fs,
+                best_raw,
+                None,
+            ),
+            (
+                "runtime vs FastStream, a message per call (baseline: FastStream)",
+                best_ours,
+                best_fs,
+                20.0,
+            ),
+            (
+                "FastStream, 100 messages per call, one XACK, vs XREADGROUP+XACK (reference)",
+                best_fs_batch,
+                best_raw,
+                None,
+            ),
+            (
+                "runtime vs FastStream, 100 per call (baseline: FastStream, reference)",
+                best_ours,
+                best_fs_batch,
                 None,
             ),
         ],
@@ -147,7 +193,15 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
+        "--peer-events", type=int, default=10_000, help="FastStream's messages (~3 k/s)"
+    )
+    parser.add_argument(
+        "--peer-venv", default=str(Path(tempfile.gettempdir()) / "bookgen-bench-faststream")
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object (table to stderr)"
     )
     args = parser.parse_args()
-    run_bench("consume", main(args.events, args.rounds), args.json)
+    run_bench(
+        "consume", main(args.events, args.rounds, args.peer_events, args.peer_venv), args.json
+    )
