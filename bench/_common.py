@@ -15,8 +15,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bookgen_events.connection import create_redis
 from bookgen_events.app.runner import run_loop
+from bookgen_events.connection import create_redis
 
 
 def free_port() -> int:

@@ -119,6 +119,7 @@ async def dispatcher(port: int, n: int, redis_url: str) -> tuple[float, float]:
     bus = EventBus.from_settings(redis, settings)
     try:
         batch = events(n)
+        await bus.ensure_group("email")  # before the fill: a new group starts at "$"
         for i in range(0, n, 1000):
             await bus.emit_many(batch[i : i + 1000])
         mailer = SMTPMailer.from_settings(settings, local_hostname="bench")

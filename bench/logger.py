@@ -101,6 +101,7 @@ async def bench_one(label: str, url: str, redis_url: str, n: int) -> tuple[float
     redis = create_redis(redis_url)
     bus = EventBus.from_settings(redis, settings)
     try:
+        await NotificationLogger.from_settings(bus, settings).start()  # its groups, at "$"
         for i in range(0, n, 1000):
             await bus.emit_many(make_events(n)[i : i + 1000])
         entries = await bus.range(count=n)

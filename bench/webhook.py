@@ -138,6 +138,7 @@ async def dispatcher(redis_url: str, url: str, n: int, concurrency: int) -> floa
             Event(type="completion", job_id=str(i), data={"biography_id": i}, webhook_url=url)
             for i in range(n)
         ]
+        await bus.ensure_group("webhook")  # before the fill: a new group starts at "$"
         for start in range(0, n, 1000):
             await bus.emit_many(events[start : start + 1000])
         async with open_channel(settings, max_connections=concurrency) as channel:
