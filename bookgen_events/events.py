@@ -50,6 +50,17 @@ class EventType(StrEnum):
     ADMIN_ALERT = "admin_alert"
 
 
+#: The seed's webhook event names: what a webhook body's ``event`` says, and what endpoint
+#: filters name.
+WEBHOOK_EVENT_NAMES: dict[EventType, str] = {
+    EventType.PROGRESS_UPDATE: "job.progress",
+    EventType.COMPLETION: "job.completed",
+    EventType.ERROR_ALERT: "job.error",
+    EventType.STATUS_CHANGE: "job.status_changed",
+    EventType.ADMIN_ALERT: "admin.alert",
+}
+
+
 # Constraints are regular expressions run by pydantic-core rather than Python validators:
 # a consumer decodes every event it reads, and a Python callback per field would cost more
 # than the whole JSON parse. ``_PATTERN_MESSAGES`` turns their errors back into plain words.

@@ -37,7 +37,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from bookgen_events.bus import EventBus
 from bookgen_events.errors import Reject, RetryLater
-from bookgen_events.events import Event, EventType
+from bookgen_events.events import WEBHOOK_EVENT_NAMES, Event
 from bookgen_events.logs import get_logger
 from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
@@ -47,14 +47,6 @@ from .ssrf import GuardedResolver, SSRFBlocked, check_url, find_blocked
 
 log = get_logger("consumers.webhook")
 
-#: The seed's webhook event names.
-EVENT_NAMES: dict[EventType, str] = {
-    EventType.PROGRESS_UPDATE: "job.progress",
-    EventType.COMPLETION: "job.completed",
-    EventType.ERROR_ALERT: "job.error",
-    EventType.STATUS_CHANGE: "job.status_changed",
-    EventType.ADMIN_ALERT: "admin.alert",
-}
 USER_AGENT = "bookgen-events-webhook/0.1"
 #: How much of a response body is read (to keep the connection reusable) before giving up on it.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -65,7 +57,7 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 def payload(event: Event) -> dict[str, Any]:
     """The seed's webhook body: event name, job id, timestamp and the data's fields, flattened."""
     body: dict[str, Any] = {
-        "event": EVENT_NAMES[event.type],
+        "event": WEBHOOK_EVENT_NAMES[event.type],
         "event_id": event.id,
         "job_id": event.job_id,
         "timestamp": event.timestamp,

@@ -1,0 +1,92 @@
+"""A dispatcher's view of the endpoint registry: enabled endpoints by event type, kept current.
+
+Loaded from the registry's hash, then kept current by following its change stream: each
+change names an endpoint, which is read again (or dropped when deleted). A change reaches
+the view within one poll (``block_ms``, 1 s by default), with no restart. Routing an event
+is one dictionary lookup by its type, then each candidate's job and user filters: the cost
+grows with the endpoints that want that type, not with all that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .endpoints import Endpoint, EndpointNotFound, EndpointRegistry
+from .events import WEBHOOK_EVENT_NAMES, Event, EventType
+from .logs import get_logger
+
+log = get_logger("bookgen_events.endpoint_index")
+
+
+class EndpointIndex:
+    """Enabled endpoints by event type; :meth:`follow` keeps it current."""
+
+    def __init__(self, registry: EndpointRegistry) -> None:
+        self.registry = registry
+        self.position = "0-0"  # the last change applied
+        self._endpoints: dict[str, Endpoint] = {}
+        self._by_type: dict[EventType, tuple[Endpoint, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    async def load(self) -> None:
+        """Read every endpoint. The position is taken first, so a change made meanwhile is
+        applied again by the next refresh (harmless: it re-reads the endpoint)."""
+        newest: Any = await self.registry.redis.xrevrange(self.registry.changes_key, count=1)
+        self.position = newest[0][0] if newest else "0-0"
+        self._endpoints = {e.id: e for e in await self.registry.all()}
+        self._reindex()
+
+    async def refresh(self, block_ms: int | None = None) -> int:
+        """Apply the changes made since the last one (waiting up to ``block_ms`` for one);
+        returns how many were applied. The single-step entry of :meth:`follow`."""
+        reply: Any = await self.registry.redis.xread(
+            {self.registry.changes_key: self.position}, count=500, block=block_ms
+        )
+        changes = [entry for _, entries in reply for entry in entries]
+        for entry_id, fields in changes:
+            endpoint_id = fields.get("endpoint_id", "")
+            try:
+                self._endpoints[endpoint_id] = await self.registry.get(endpoint_id)
+            except EndpointNotFound:
+                self._endpoints.pop(endpoint_id, None)
+            self.position = entry_id
+        if changes:
+            self._reindex()
+        return len(changes)
+
+    async def follow(self, stop: asyncio.Event, block_ms: int = 1000) -> None:
+        """Keep the view current until ``stop``; a Redis outage is waited out, not fatal."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.refresh(block_ms)
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("cannot follow endpoint changes; retrying", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def matching(self, event: Event) -> list[Endpoint]:
+        """The enabled endpoints that want ``event``."""
+        return [e for e in self._by_type.get(event.type, ()) if e.matches(event)]
+
+    def _reindex(self) -> None:
+        by_type: dict[EventType, list[Endpoint]] = defaultdict(list)
+        names = {name: kind for kind, name in WEBHOOK_EVENT_NAMES.items()}
+        for endpoint in self._endpoints.values():
+            if endpoint.disabled:
+                continue
+            kinds = (
+                list(WEBHOOK_EVENT_NAMES)
+                if endpoint.event_types is None
+                else [names[n] for n in endpoint.event_types]
+            )
+            for kind in kinds:
+                by_type[kind].append(endpoint)
+        self._by_type = {kind: tuple(found) for kind, found in by_type.items()}
