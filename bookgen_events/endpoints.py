@@ -171,6 +171,10 @@ class EndpointRegistry:
         self.hash_key = hash_key
         self.changes_key = changes_key
 
+    @classmethod
+    def for_prefix(cls, redis: Redis, prefix: str) -> EndpointRegistry:
+        return cls(redis, hash_key=f"{prefix}:endpoints", changes_key=f"{prefix}:endpoints:changes")
+
     async def create(self, fields: dict[str, Any]) -> Endpoint:
         """Register an endpoint; its secret is generated unless ``fields`` carries one."""
         fields = dict(fields)

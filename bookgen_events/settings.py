@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     websocket_token_max_ttl: Duration = _duration("7d")
     http_header_timeout: Duration = _duration("10s")
 
+    # Endpoints (SPEC 9): the old secret keeps signing this long after a rotation
+    endpoint_secret_grace: Duration = _duration("24h")
+
     # Keys of the HTTP surface (SPEC 8): producers post events, operators run the rest
     producer_api_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None
