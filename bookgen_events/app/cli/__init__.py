@@ -15,11 +15,11 @@ from ...credentials import known_credentials
 from ...errors import BookgenEventsError, ConfigError
 from ...logs import configure_logging
 from ...settings import load_settings
-from . import recovery, serving, streams, tools
+from . import endpoints, recovery, serving, streams, tools
 from .base import Handler
 from .serving import Terminated
 
-COMMAND_GROUPS = (serving, streams, recovery, tools)
+COMMAND_GROUPS = (serving, streams, recovery, endpoints, tools)
 
 
 def build_parser() -> argparse.ArgumentParser:
