@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -37,20 +36,15 @@ class EndpointIndex:
     async def load(self) -> None:
         """Read every endpoint. The position is taken first, so a change made meanwhile is
         applied again by the next refresh (harmless: it re-reads the endpoint)."""
-        newest: Any = await self.registry.redis.xrevrange(self.registry.changes_key, count=1)
-        self.position = newest[0][0] if newest else "0-0"
+        self.position = await self.registry.store.latest_change()
         self._endpoints = {e.id: e for e in await self.registry.all()}
         self._reindex()
 
     async def refresh(self, block_ms: int | None = None) -> int:
         """Apply the changes made since the last one (waiting up to ``block_ms`` for one);
         returns how many were applied. The single-step entry of :meth:`follow`."""
-        reply: Any = await self.registry.redis.xread(
-            {self.registry.changes_key: self.position}, count=500, block=block_ms
-        )
-        changes = [entry for _, entries in reply for entry in entries]
-        for entry_id, fields in changes:
-            endpoint_id = fields.get("endpoint_id", "")
+        changes = await self.registry.store.changed_since(self.position, block_ms=block_ms)
+        for entry_id, endpoint_id in changes:
             try:
                 self._endpoints[endpoint_id] = await self.registry.get(endpoint_id)
             except EndpointNotFound:

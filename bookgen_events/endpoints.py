@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 import time
 import uuid
@@ -28,6 +27,7 @@ from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
 from .events import WEBHOOK_EVENT_NAMES, Event
+from .registry import AuditedHash
 from .targets import target_problem
 
 EndpointType = Literal["webhook", "slack", "discord"]
@@ -163,17 +163,19 @@ class EndpointRegistry:
     """Create, change and read endpoints; every change is one atomic write and one audit entry.
 
     Keys: ``<prefix>:endpoints`` (hash: id -> endpoint JSON) and ``<prefix>:endpoints:changes``
-    (stream: ``op``, ``endpoint_id``, ``fields``, never trimmed: the audit trail).
+    (their audit trail, never trimmed); see :class:`~bookgen_events.registry.AuditedHash`.
     """
 
-    def __init__(self, redis: Redis, *, hash_key: str, changes_key: str) -> None:
-        self.redis = redis
-        self.hash_key = hash_key
-        self.changes_key = changes_key
+    def __init__(self, store: AuditedHash) -> None:
+        self.store = store
 
     @classmethod
     def for_prefix(cls, redis: Redis, prefix: str) -> EndpointRegistry:
-        return cls(redis, hash_key=f"{prefix}:endpoints", changes_key=f"{prefix}:endpoints:changes")
+        return cls(
+            AuditedHash(
+                redis, hash_key=f"{prefix}:endpoints", changes_key=f"{prefix}:endpoints:changes"
+            )
+        )
 
     async def create(self, fields: dict[str, Any]) -> Endpoint:
         """Register an endpoint; its secret is generated unless ``fields`` carries one."""
@@ -194,19 +196,19 @@ class EndpointRegistry:
             raise InvalidEndpoint(
                 f"invalid endpoint: secret: {exc}", [("secret", str(exc))]
             ) from None
-        await self._write(endpoint, "created", sorted(fields))
+        await self._put(endpoint, "created", fields)
         return endpoint
 
     async def get(self, endpoint_id: str) -> Endpoint:
-        raw = await self.redis.hget(self.hash_key, endpoint_id)
+        raw = await self.store.get(endpoint_id)
         if raw is None:
             raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
         return Endpoint.model_validate_json(raw)
 
     async def all(self) -> list[Endpoint]:
         """Every endpoint, oldest first."""
-        values = await self.redis.hvals(self.hash_key)
-        return sorted((Endpoint.model_validate_json(v) for v in values), key=lambda e: e.created_at)
+        found = [Endpoint.model_validate_json(v) for v in await self.store.values()]
+        return sorted(found, key=lambda e: e.created_at)
 
     async def update(self, endpoint_id: str, changes: dict[str, Any]) -> Endpoint:
         """Apply a patch of caller fields (``secret`` changes only by rotation)."""
@@ -226,7 +228,7 @@ class EndpointRegistry:
         op = "updated"
         if set(changes) == {"disabled"}:
             op = "disabled" if endpoint.disabled else "enabled"
-        await self._write(endpoint, op, sorted(changes))
+        await self._put(endpoint, op, changes)
         return endpoint
 
     async def disable(self, endpoint_id: str, reason: str) -> Endpoint:
@@ -235,7 +237,7 @@ class EndpointRegistry:
         endpoint = current.model_copy(
             update={"disabled": True, "disabled_reason": reason, "updated_at": time.time()}
         )
-        await self._write(endpoint, "disabled", ["disabled", "disabled_reason"])
+        await self._put(endpoint, "disabled", ["disabled", "disabled_reason"])
         return endpoint
 
     async def rotate_secret(self, endpoint_id: str, grace_s: float) -> Endpoint:
@@ -250,35 +252,16 @@ class EndpointRegistry:
                 "updated_at": now,
             }
         )
-        await self._write(endpoint, "rotated", ["secret"])
+        await self._put(endpoint, "rotated", ["secret"])
         return endpoint
 
     async def delete(self, endpoint_id: str) -> None:
-        await self.get(endpoint_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.hash_key, endpoint_id)
-            pipe.xadd(self.changes_key, _change("deleted", endpoint_id, []))
-            await pipe.execute()
+        if not await self.store.delete(endpoint_id):
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
 
     async def changes(self, count: int = 100) -> list[dict[str, Any]]:
         """The audit trail, newest first: what changed, on which endpoint, when."""
-        entries: Any = await self.redis.xrevrange(self.changes_key, count=count)
-        return [{"id": entry_id, **_decode_change(fields)} for entry_id, fields in entries]
+        return await self.store.changes(count)
 
-    async def _write(self, endpoint: Endpoint, op: str, fields: Iterable[str]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.hash_key, endpoint.id, endpoint.model_dump_json())
-            pipe.xadd(self.changes_key, _change(op, endpoint.id, fields))
-            await pipe.execute()
-
-
-def _change(op: str, endpoint_id: str, fields: Iterable[str]) -> dict[Any, Any]:
-    return {"op": op, "endpoint_id": endpoint_id, "fields": json.dumps(list(fields))}
-
-
-def _decode_change(fields: dict[str, str]) -> dict[str, Any]:
-    return {
-        "op": fields.get("op"),
-        "endpoint_id": fields.get("endpoint_id"),
-        "fields": json.loads(fields.get("fields", "[]")),
-    }
+    async def _put(self, endpoint: Endpoint, op: str, fields: Iterable[str]) -> None:
+        await self.store.put(endpoint.id, endpoint.model_dump_json(), op, fields)

@@ -18,9 +18,7 @@ URL = "https://hooks.example.com/in"
 
 @pytest.fixture
 def registry(redis: Redis, prefix: str) -> EndpointRegistry:
-    return EndpointRegistry(
-        redis, hash_key=f"{prefix}:endpoints", changes_key=f"{prefix}:endpoints:changes"
-    )
+    return EndpointRegistry.for_prefix(redis, prefix)
 
 
 def event(type_: str = "completion", job_id: str = "1", user_id: str | None = None):  # type: ignore[no-untyped-def]
@@ -79,8 +77,8 @@ async def test_every_change_is_audited_without_secrets(registry: EndpointRegistr
     assert [c["op"] for c in trail] == [
         "deleted", "rotated", "enabled", "disabled", "updated", "created",
     ]  # fmt: skip
-    assert {c["endpoint_id"] for c in trail} == {created.id}
-    text = str(await registry.redis.xrange(registry.changes_key))
+    assert {c["record_id"] for c in trail} == {created.id}
+    text = str(await registry.store.redis.xrange(registry.store.changes_key))
     assert created.secret not in text and rotated.secret not in text
     with pytest.raises(EndpointNotFound):
         await registry.get(created.id)
