@@ -26,7 +26,7 @@ from bookgen_events.errors import ConfigError, GatewayBindError
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
-from . import endpoints, http
+from . import endpoints, http, subscribers
 from .access import admin_only
 from .admission import ConnectionCaps
 from .auth import MIN_SECRET_BYTES, weak_secret
@@ -55,6 +55,7 @@ def _routes(settings: Settings) -> list[BaseRoute]:
         Route("/events", http.post_events, methods=["POST"]),  # PRODUCER_API_KEY
         Route("/notifications", admin_only(list_notifications)),
         *endpoints.ROUTES,  # ADMIN_API_KEY
+        *subscribers.ROUTES,  # ADMIN_API_KEY
     ]
     if settings.websocket_enabled:  # WEBSOCKET_ENABLED=false keeps only the HTTP endpoints
         routes.append(WebSocketRoute("/ws/notifications", notifications))

@@ -33,7 +33,8 @@ def _registry(request: Request) -> EndpointRegistry:
     return EndpointRegistry.for_prefix(bus.redis, bus.names.prefix)
 
 
-async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+async def json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    """The body as a JSON object, or the 413/422 response that refuses it."""
     body = await request.body()
     if len(body) > _MAX_BODY:
         return error(413, f"body is over {_MAX_BODY} bytes")
@@ -56,7 +57,7 @@ def _with_secret(endpoint: Endpoint) -> dict[str, Any]:
 
 
 async def create(request: Request) -> Response:
-    fields = await _json_object(request)
+    fields = await json_object(request)
     if isinstance(fields, JSONResponse):
         return fields
     try:
@@ -83,7 +84,7 @@ async def one(request: Request) -> Response:
         if request.method == "DELETE":
             await registry.delete(endpoint_id)
             return Response(status_code=204)
-        fields = await _json_object(request)
+        fields = await json_object(request)
         if isinstance(fields, JSONResponse):
             return fields
         return JSONResponse((await registry.update(endpoint_id, fields)).public())
