@@ -110,9 +110,15 @@ class Subscriber(SubscriberFields):
         return channel != "sms" or kind in SMS_DEFAULT_TYPES
 
 
+def _message(error: Any) -> str:
+    if error["type"] == "string_pattern_mismatch" and error["loc"][:1] == ("phone",):
+        return "must be an E.164 number: + and the country code, no spaces (+33612345678)"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def _invalid(exc: ValidationError) -> InvalidSubscriber:
     errors = [
-        (".".join(str(p) for p in e["loc"]) or "subscriber", e["msg"].removeprefix("Value error, "))
+        (".".join(str(p) for p in e["loc"]) or "subscriber", _message(e))
         for e in exc.errors(include_url=False)
     ]
     detail = "; ".join(f"{field}: {msg}" for field, msg in errors)
