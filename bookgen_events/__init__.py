@@ -4,7 +4,7 @@ Producers call :func:`emit` (or use :class:`NotificationService`); independent c
 groups deliver each event over WebSocket, webhooks and email and record it in SQL.
 """
 
-from .bus import EventBus, StreamNames
+from .bus import EventBus
 from .channel import Channel
 from .consumer import Consumer
 from .errors import (
@@ -17,6 +17,7 @@ from .errors import (
     RetryLater,
 )
 from .events import Event, EventType
+from .keys import StreamNames
 from .producer import configure, emit, emit_many, emit_many_sync, emit_sync
 from .service import EventFactory, NotificationService, SyncNotificationService
 from .settings import Settings, get_settings, load_settings

@@ -1,201 +1,35 @@
-"""The event bus: the only module that speaks Redis Streams (X*) and the scheduled-delivery sets.
+"""The event bus: the one module that speaks Redis Streams commands (X*) to the event and
+outcome streams — appends, consumer groups, reads, the commit, XINFO.
 
-Keys, for ``STREAM_PREFIX=bookgen``:
-
-- ``bookgen:events``            the immutable event log, trimmed approximately at STREAM_MAXLEN
-- ``bookgen:deliveries``        one outcome entry per delivery attempt
-- ``bookgen:dlq:<channel>``     dead letters of a channel, never trimmed
-- ``bookgen:scheduled:<channel>`` sorted set of deliveries due later (retries, replays,
-  redrives), scored by due time in ms; a consumer leases a due member by pushing its score
-  ``lease_ms`` into the future, so a consumer that dies mid-retry loses nothing.
+Around it, one concept each: key names in :mod:`~bookgen_events.keys`, the Lua scripts in
+``scripts/*.lua``, what a flush writes in :mod:`~bookgen_events.commit`, the scheduled sets
+in :mod:`~bookgen_events.schedule` and the dead letters in :mod:`~bookgen_events.dlq` (the
+bus hands out both as ``bus.scheduled`` and ``bus.dead_letters``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from .connection import command, run_script, run_script_many
+from . import scripts
+from .commit import Commit
+from .connection import command, is_resp3, run_script, run_script_many
+from .dlq import DeadLetters
+from .errors import ConfigError
 from .events import WIRE_FIELD, Event, encode, make_event
-from .outcomes import OUTCOME_ALWAYS, OUTCOME_FIELDS, DeadLetter, OutcomeRecord, now_ms
+from .keys import StreamNames
+from .outcomes import OUTCOME_ALWAYS, OUTCOME_FIELDS
+from .schedule import Scheduled, ScheduledDeliveries
+
+__all__ = ["Commit", "Entry", "EventBus", "Scheduled", "StreamNames", "entry_fields"]
 
 Entry = tuple[str, dict[str, str]]
 
 _EMIT_CHUNK = 1000
-
-_CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', lease, member) end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {due, head[2] or false}
-"""
-
-
-# One command and one reply for a batch of appends: redis-py reads a pipeline's replies one
-# Python call each, which costs more than the appends.
-# KEYS: events; ARGV: maxlen, the field name, then one payload per event.
-_EMIT_MANY = """
-local ids = {}
-for i = 3, #ARGV do
-  ids[i - 2] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
-end
-return ids
-"""
-
-# Atomic like MULTI/EXEC, but one command and one reply: redis-py parses a +QUEUED reply per
-# command of a transaction in Python, which costs more than the writes themselves.
-# KEYS: deliveries, dlq, scheduled, acked stream. ARGV: group, maxlen, then five sections,
-# each a count followed by its items: outcomes as one record each (the values of
-# OUTCOME_FIELDS, see outcomes.OutcomeRecord; the script names them), dead letters as
-# (n, field, value, ...), members to unschedule, (score, member) pairs to schedule, and ids
-# to ack.
-_COMMIT = (
-    "local names = {'"
-    + "', '".join(OUTCOME_FIELDS)
-    + f"'}}\nlocal width, always = {len(OUTCOME_FIELDS)}, {OUTCOME_ALWAYS}\n"
-    + """
-local find, sub = string.find, string.sub
-local i = 3
-local count = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, count do
-  local record, args, n, pos = ARGV[i], {}, 0, 1
-  local values = string.byte(record, 1) == 91 and cjson.decode(record)  -- '[': JSON array
-  for j = 1, width do
-    local v
-    if values then
-      v = values[j]
-    else  -- each value ends with the unit separator (31)
-      local stop = find(record, '\\31', pos, true)
-      v = sub(record, pos, stop - 1)
-      pos = stop + 1
-    end
-    if j <= always or v ~= '' then
-      args[n + 1] = names[j]
-      args[n + 2] = v
-      n = n + 2
-    end
-  end
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(args))
-  i = i + 1
-end
-count = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, count do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-local n = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, n do redis.call('ZREM', KEYS[3], ARGV[i]); i = i + 1 end
-n = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, n do redis.call('ZADD', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
-n = tonumber(ARGV[i])
-i = i + 1
-local acked = 0
-while n > 0 do
-  local chunk = math.min(n, 5000)
-  acked = acked + redis.call('XACK', KEYS[4], ARGV[1], unpack(ARGV, i, i + chunk - 1))
-  i = i + chunk
-  n = n - chunk
-end
-return acked
-"""
-)
-
-
-class StreamNames:
-    """Every Redis key of one deployment, derived from ``STREAM_PREFIX``."""
-
-    def __init__(self, prefix: str = "bookgen") -> None:
-        self.prefix = prefix
-        self.events = f"{prefix}:events"
-        self.deliveries = f"{prefix}:deliveries"
-
-    def dlq(self, channel: str) -> str:
-        return f"{self.prefix}:dlq:{channel}"
-
-    def scheduled(self, channel: str) -> str:
-        return f"{self.prefix}:scheduled:{channel}"
-
-    def ratelimit(self, channel: str) -> str:
-        return f"{self.prefix}:rl:{channel}"
-
-
-@dataclass(frozen=True, slots=True)
-class Scheduled:
-    """A delivery due later: a retry (``recipient`` set) or a replay to all of a channel's recipients."""
-
-    event: str  # the event's JSON, so a retry survives the stream being trimmed
-    entry_id: str
-    attempt: int = 1
-    recipient: str | None = None
-    origin: str = "retry"  # retry | replay | redrive
-
-    def dumps(self) -> str:
-        return json.dumps(
-            {
-                "entry": self.entry_id,
-                "recipient": self.recipient,
-                "attempt": self.attempt,
-                "origin": self.origin,
-                "event": self.event,
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def loads(cls, member: str) -> Scheduled:
-        raw = json.loads(member)
-        return cls(
-            event=raw["event"],
-            entry_id=raw["entry"],
-            attempt=int(raw["attempt"]),
-            recipient=raw.get("recipient"),
-            origin=raw.get("origin", "retry"),
-        )
-
-
-@dataclass(slots=True)
-class Commit:
-    """What one flush writes atomically: outcomes, dead letters, schedule changes, then acks."""
-
-    outcomes: list[OutcomeRecord]
-    dead_letters: list[DeadLetter]
-    schedule: list[tuple[Scheduled, int]]  # (delivery, due_ms)
-    unschedule: list[str]  # leased members now settled
-    acks: list[str]
-
-    @classmethod
-    def empty(cls) -> Commit:
-        return cls([], [], [], [], [])
-
-    def drain(self) -> Commit:
-        """Move everything out into a new Commit, leaving this one empty (and the same object)."""
-        taken = Commit(self.outcomes, self.dead_letters, self.schedule, self.unschedule, self.acks)
-        self.outcomes, self.dead_letters, self.schedule = [], [], []
-        self.unschedule, self.acks = [], []
-        return taken
-
-    def extend(self, other: Commit) -> None:
-        self.outcomes += other.outcomes
-        self.dead_letters += other.dead_letters
-        self.schedule += other.schedule
-        self.unschedule += other.unschedule
-        self.acks += other.acks
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.outcomes or self.dead_letters or self.schedule or self.unschedule or self.acks
-        )
 
 
 def entry_fields(
@@ -207,21 +41,20 @@ def entry_fields(
 
 
 def _entries(reply: Any) -> list[Entry]:
-    """Entries of a one-stream XREAD[GROUP] reply: RESP3 or RESP2, raw or parsed by redis-py.
+    """Entries of a one-stream XREAD[GROUP] reply as :func:`~bookgen_events.connection.command`
+    returns it (raw RESP3: ``{stream: [[id, [field, value, ...]], ...]}``).
 
     An entry deleted while pending comes back with no fields (skipped)."""
     if not reply:
         return []
-    entries = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
     out: list[Entry] = []
-    for entry_id, fields in entries:
-        if isinstance(fields, list):
-            if len(fields) == 2:  # one field, as emit writes them
-                out.append((entry_id, {fields[0]: fields[1]}))
-            else:
-                out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
-        elif fields is not None:
-            out.append((entry_id, fields))
+    for entry_id, fields in next(iter(reply.values())):
+        if fields is None:
+            continue
+        if len(fields) == 2:  # one field, as emit writes them
+            out.append((entry_id, {fields[0]: fields[1]}))
+        else:
+            out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
     return out
 
 
@@ -233,7 +66,8 @@ def _is_nogroup(exc: ResponseError) -> bool:
 class EventBus:
     """Appends events and drives consumer groups over one injected ``redis.asyncio.Redis``.
 
-    The client must be created with ``decode_responses=True``.
+    The client must be created with ``decode_responses=True`` and speak RESP3 (redis-py 8's
+    default; :func:`~bookgen_events.connection.create_redis` makes one).
     """
 
     def __init__(
@@ -244,6 +78,8 @@ class EventBus:
         maxlen: int = 1_000_000,
         max_event_bytes: int = 64 * 1024,
     ) -> None:
+        if not is_resp3(redis):
+            raise ConfigError("EventBus needs a RESP3 client (protocol=3, redis-py 8's default)")
         self.redis = redis
         # redis-py types replies as ``bytes | str`` (decode_responses is a runtime switch);
         # ours is always decoded, so calls go through an untyped alias and our methods
@@ -252,9 +88,15 @@ class EventBus:
         self.names = StreamNames(prefix)
         self.maxlen = maxlen
         self.max_event_bytes = max_event_bytes
-        self._claim_due = redis.register_script(_CLAIM_DUE)
-        self._commit = redis.register_script(_COMMIT)
-        self._emit_many = redis.register_script(_EMIT_MANY)
+        self.scheduled = ScheduledDeliveries(redis, self.names)
+        self.dead_letters = DeadLetters(redis, self.names)
+        self._commit = scripts.register(
+            redis,
+            "commit",
+            outcome_fields=", ".join(f"'{name}'" for name in OUTCOME_FIELDS),
+            outcome_always=len(OUTCOME_ALWAYS),
+        )
+        self._emit_many = scripts.register(redis, "emit_many")
         # XADD <events> MAXLEN ~ <maxlen> * event <payload>, the payload appended per call
         self._xadd = ("XADD", self.names.events, "MAXLEN", "~", maxlen, "*", WIRE_FIELD)
 
@@ -328,8 +170,10 @@ class EventBus:
         block_ms: int | None,
         stream: str | None = None,
         pending: bool = False,
+        after: str = "0",
     ) -> list[Entry]:
-        """Read new entries (or, with ``pending``, this consumer's own unacked ones).
+        """Read new entries (or, with ``pending``, this consumer's own unacked ones after
+        ``after``).
 
         Recreates the group if Redis lost it (a restart without persistence).
         """
@@ -338,7 +182,7 @@ class EventBus:
         if block_ms is not None:
             args += ["BLOCK", block_ms]
         try:
-            reply = await command(self.redis, *args, "STREAMS", stream, "0" if pending else ">")
+            reply = await command(self.redis, *args, "STREAMS", stream, after if pending else ">")
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise
@@ -370,28 +214,20 @@ class EventBus:
         next_start, entries = reply[0], reply[1]
         return next_start, [(i, f) for i, f in entries if f is not None]
 
-    async def touch(self, group: str, consumer: str, ids: Sequence[str]) -> None:
+    async def touch(
+        self, group: str, consumer: str, ids: Sequence[str], stream: str | None = None
+    ) -> None:
         """Reset the idle time of entries this consumer still works on (XCLAIM JUSTID), so a
         slow delivery is not reclaimed by another consumer as if its owner had died."""
         if not ids:
             return
         try:
-            await self._r.xclaim(self.names.events, group, consumer, 0, list(ids), justid=True)
+            await self._r.xclaim(
+                stream or self.names.events, group, consumer, 0, list(ids), justid=True
+            )
         except ResponseError as exc:
             if not _is_nogroup(exc):
                 raise  # with the group gone (Redis lost its data) there is nothing to keep
-
-    async def extend_lease(self, channel: str, members: Sequence[str], until_ms: int) -> None:
-        """Push the lease of scheduled deliveries still in progress to ``until_ms``."""
-        if members:
-            await self._r.zadd(
-                self.names.scheduled(channel), dict.fromkeys(members, until_ms), xx=True
-            )
-
-    async def ack(self, group: str, ids: Sequence[str], stream: str | None = None) -> int:
-        if not ids:
-            return 0
-        return await self._r.xack(stream or self.names.events, group, *ids)
 
     async def commit(
         self, group: str, commit: Commit, channel: str, stream: str | None = None
@@ -402,62 +238,26 @@ class EventBus:
         Acks go to ``stream`` (default: the event stream). Returns the number acked.
         """
         names = self.names
-        args: list[Any] = [group, self.maxlen]
-        args.append(len(commit.outcomes))
-        args += commit.outcomes
-        args.append(len(commit.dead_letters))
-        for letter in commit.dead_letters:
-            fields = [item for pair in letter.to_fields().items() for item in pair]
-            args.append(len(fields))
-            args += fields
-        args.append(len(commit.unschedule))
-        args.extend(commit.unschedule)
-        args.append(len(commit.schedule))
-        for item, due in commit.schedule:
-            args.append(due)
-            args.append(item.dumps())
-        args.append(len(commit.acks))
-        args.extend(commit.acks)
         keys = [names.deliveries, names.dlq(channel), names.scheduled(channel)]
+        args = commit.script_args(group, self.maxlen)
         return await run_script(self.redis, self._commit, [*keys, stream or names.events], args)
-
-    async def claim_due(
-        self, channel: str, *, now_ms: int, lease_ms: int, limit: int
-    ) -> tuple[list[str], float | None]:
-        """Lease up to ``limit`` due scheduled deliveries; also returns the next due score."""
-        due, head = await self._claim_due(
-            keys=[self.names.scheduled(channel)], args=[now_ms, lease_ms, limit]
-        )
-        return list(due), (float(head) if head else None)
-
-    async def schedule(self, channel: str, items: Iterable[tuple[Scheduled, int]]) -> int:
-        """Add deliveries due at the given ms times (used by replay and redrive)."""
-        mapping = {s.dumps(): due for s, due in items}
-        if not mapping:
-            return 0
-        return await self._r.zadd(self.names.scheduled(channel), mapping)
-
-    async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
-        """Schedule dead letters for delivery now and remove them from the DLQ, atomically."""
-        if not letters:
-            return 0
-        pipe = self._r.pipeline(transaction=True)
-        pipe.zadd(self.names.scheduled(channel), {item.dumps(): now_ms() for _, item in letters})
-        pipe.xdel(self.names.dlq(channel), *[dlq_id for dlq_id, _ in letters])
-        await pipe.execute()
-        return len(letters)
-
-    async def purge_dlq(self, channel: str, ids: Sequence[str] | None = None) -> int:
-        """Delete the given dead letters, or the whole DLQ of ``channel``."""
-        key = self.names.dlq(channel)
-        if ids:
-            return await self._r.xdel(key, *ids)
-        size = await self._r.xlen(key)
-        await self._r.delete(key)
-        return size
 
     async def ping(self) -> bool:
         return bool(await self._r.ping())
+
+    # -- kept for replay.py and the CLI until they call bus.scheduled / bus.dead_letters --------
+
+    async def schedule(self, channel: str, items: Iterable[tuple[Scheduled, int]]) -> int:
+        """See :meth:`ScheduledDeliveries.add`."""
+        return await self.scheduled.add(channel, items)
+
+    async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
+        """See :meth:`DeadLetters.redrive`."""
+        return await self.dead_letters.redrive(channel, letters)
+
+    async def purge_dlq(self, channel: str, ids: Sequence[str] | None = None) -> int:
+        """See :meth:`DeadLetters.purge`."""
+        return await self.dead_letters.purge(channel, ids)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from redis.asyncio.connection import (
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-from redis.utils import HIREDIS_AVAILABLE
+from redis.utils import DEFAULT_RESP_VERSION, HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as _pack
@@ -71,13 +71,23 @@ class LeanPool(ConnectionPool):
     """redis-py's pool, plus a checkout for the commands run once per event.
 
     Per command, redis-py 8's asyncio client spends more Python than a loopback round trip
-    costs: an asyncio lock and observability records around the pool, a retry wrapper, a
-    response callback. :func:`command` and :func:`pipeline` skip those for the bus's hot
-    path (XADD, XREADGROUP, the commit script); the connections stay this pool's, so
-    ``aclose()`` closes them like any other.
+    costs: observability records around the pool, a retry wrapper, a response callback.
+    :func:`command` and :func:`pipeline` skip those for the bus's hot path (XADD, XREADGROUP,
+    the commit script); the connections stay this pool's, so ``aclose()`` closes them like
+    any other. This reaches into the pool's private state (its lock and connection lists,
+    the connection's ``_send_packed_command``): ``redis`` is pinned to its major version in
+    pyproject.toml and ``tests/core/test_library_contracts.py`` fails on a rename.
     """
 
-    def take(self) -> AbstractConnection:
+    async def take(self) -> AbstractConnection:
+        """Check a connection out as ``get_connection()`` does, under the pool's lock.
+
+        The checkout itself never awaits, so while nobody holds the lock it runs as if
+        holding it, without the cost of taking it; while someone does (a ``release()``
+        waiting for a disconnect), it waits its turn."""
+        if self._lock.locked():
+            async with self._lock:
+                return self.get_available_connection()
         return self.get_available_connection()
 
     def give_back(self, conn: AbstractConnection) -> None:
@@ -85,24 +95,29 @@ class LeanPool(ConnectionPool):
         self._available_connections.append(conn)
 
 
-async def _exchange(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
+async def _exchange(pool: ConnectionPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Send ``commands`` on one pooled connection and read their raw replies.
 
     Error replies are returned as exceptions in place, so every reply is read; any other
     failure (including a cancel) leaves the connection closed, never with a reply unread.
+    A :class:`LeanPool` is used directly; any other pool through its public API.
     """
-    conn = pool.take()
+    lean = isinstance(pool, LeanPool)
+    conn = await pool.take() if isinstance(pool, LeanPool) else await pool.get_connection()
     try:
         if not conn.is_connected:
             await conn.connect()
         packed = [chunk for args in commands for chunk in conn.pack_command(*args)]
-        # send_packed_command() wraps the write in asyncio.wait_for, a task per command on
-        # Python 3.11; asyncio.timeout bounds it the same way on the caller's task.
-        try:
-            async with asyncio.timeout(conn.socket_timeout):
-                await conn._send_packed_command(packed)
-        except OSError as exc:
-            raise RedisConnectionError(f"error writing to Redis: {exc}") from exc
+        if lean:
+            # send_packed_command() wraps the write in asyncio.wait_for, a task per command
+            # on Python 3.11; asyncio.timeout bounds it the same way on the caller's task.
+            try:
+                async with asyncio.timeout(conn.socket_timeout):
+                    await conn._send_packed_command(packed)
+            except OSError as exc:
+                raise RedisConnectionError(f"error writing to Redis: {exc}") from exc
+        else:
+            await conn.send_packed_command(packed)
         out = []
         for _ in commands:
             try:
@@ -114,24 +129,25 @@ async def _exchange(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[A
         await conn.disconnect(nowait=True)
         raise
     finally:
-        pool.give_back(conn)
+        if lean:
+            pool.give_back(conn)  # type: ignore[attr-defined]
+        else:
+            await pool.release(conn)
 
 
-async def _exchange_retrying(pool: LeanPool, commands: Sequence[Sequence[Any]]) -> list[Any]:
+async def _exchange_retrying(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
     # A pooled connection may have died while idle (Redis restarted): one retry on a fresh
     # connection, as redis-py's own retry would do.
     try:
-        return await _exchange(pool, commands)
+        return await _exchange(redis.connection_pool, commands)
     except RedisConnectionError:
-        return await _exchange(pool, commands)
+        return await _exchange(redis.connection_pool, commands)
 
 
 async def command(redis: Redis, *args: Any) -> Any:
-    """Run one command and return its raw reply (no response callback)."""
-    pool = redis.connection_pool
-    if not isinstance(pool, LeanPool):  # a client built elsewhere: redis-py's own path
-        return await redis.execute_command(*args)
-    [reply] = await _exchange_retrying(pool, [args])
+    """Run one command and return its raw reply: no response callback, whatever the pool,
+    so a caller handles one shape (RESP3, which :class:`EventBus` requires)."""
+    [reply] = await _exchange_retrying(redis, [args])
     if isinstance(reply, ResponseError):
         raise reply
     return reply
@@ -139,13 +155,7 @@ async def command(redis: Redis, *args: Any) -> Any:
 
 async def pipeline(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
     """Run ``commands`` in one round trip; raises the first error reply after reading all."""
-    pool = redis.connection_pool
-    if not isinstance(pool, LeanPool):
-        pipe = redis.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return await pipe.execute()
-    replies = await _exchange_retrying(pool, commands)
+    replies = await _exchange_retrying(redis, commands)
     for reply in replies:
         if isinstance(reply, ResponseError):
             raise reply
@@ -171,6 +181,12 @@ async def run_script_many(
     except NoScriptError:
         await redis.script_load(script.script)
         return await pipeline(redis, commands)
+
+
+def is_resp3(redis: Redis) -> bool:
+    """Whether ``redis`` speaks RESP3, the reply shape :func:`command`'s callers read."""
+    protocol = redis.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION
+    return int(protocol) == 3
 
 
 def create_redis(url: str, **kwargs: object) -> Redis:

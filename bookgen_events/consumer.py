@@ -313,7 +313,7 @@ class Consumer:
         """Keep work in flight owned: a delivery slower than CLAIM_IDLE_MS is not taken over."""
         await self._redis_call(self.bus.touch(self.group, self.name, list(self._inflight_ids)))
         await self._redis_call(
-            self.bus.extend_lease(
+            self.bus.scheduled.extend_lease(
                 self.group, list(self._inflight_members), now_ms() + self._lease_ms
             )
         )
@@ -342,7 +342,7 @@ class Consumer:
     async def _take_due(self) -> int:
         free = max(self._capacity - self._load(), 1)
         result = await self._redis_call(
-            self.bus.claim_due(
+            self.bus.scheduled.claim_due(
                 self.group,
                 now_ms=now_ms(),
                 lease_ms=self._lease_ms,
@@ -364,7 +364,7 @@ class Consumer:
 
     async def _anything_due(self) -> bool:
         result = await self._redis_call(
-            self.bus.claim_due(self.group, now_ms=now_ms(), lease_ms=0, limit=1)
+            self.bus.scheduled.claim_due(self.group, now_ms=now_ms(), lease_ms=0, limit=1)
         )
         return bool(result and result[0])
 

@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import metrics
-from .bus import Commit, Scheduled
 from .channel import Channel
+from .commit import Commit
 from .errors import Reject, RetryLater
-from .events import Event
+from .events import WIRE_FIELD, Event, decode
 from .outcomes import DeadLetter, OutcomeRecord, Status, now_ms, outcome_record
 from .ratelimit import RateLimiter
+from .schedule import Scheduled
 
 MAX_RETRY_AFTER_S = 86_400.0
 
@@ -78,6 +79,27 @@ class Delivery:
             await asyncio.gather(
                 *(self.attempt(commit, event, raw, entry_id, r, attempt) for r in recipients)
             )
+
+    async def scheduled(self, commit: Commit, member: str) -> None:
+        """Run leased scheduled delivery ``member`` (a retry, replay or redrive): its records
+        and its removal from the schedule go into ``commit``."""
+        commit.unschedule.append(member)
+        try:
+            item = Scheduled.loads(member)
+            event = decode({WIRE_FIELD: item.event})
+        except (ValueError, KeyError, TypeError) as exc:
+            self.poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
+            return
+        recipients: Sequence[str]
+        if item.recipient is not None:
+            recipients = [item.recipient]
+        else:  # a replay: every recipient the channel names
+            try:
+                recipients = self.channel.recipients(event)
+            except Exception as exc:  # a channel bug must not kill the loop
+                self.poison(commit, item.entry_id, f"recipients() failed: {exc!r}", item.event)
+                return
+        await self.deliver_all(commit, event, item.event, item.entry_id, recipients, item.attempt)
 
     async def attempt(
         self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int

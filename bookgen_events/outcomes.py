@@ -17,14 +17,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-#: The fields of an outcome entry, in the order of an :data:`OutcomeRecord`. The first
-#: eleven are always written; the others only when not empty.
-OUTCOME_FIELDS = (
+#: The outcome record's one definition: its fields in order, those always written first, then
+#: those written only when not empty. The commit script gets the names and the count of
+#: ``OUTCOME_ALWAYS`` injected at load (``scripts/commit.lua``); :func:`outcome_record` writes
+#: the values positionally, as it runs once per delivery, and ``tests/core/test_outcomes.py``
+#: holds it to this order field by field.
+OUTCOME_ALWAYS = (
     "event_id", "entry_id", "channel", "recipient", "status", "attempt", "final", "type",
-    "job_id", "duration_ms", "at_ms", "user_id", "error", "status_code", "latency_ms",
-    "retry_at_ms",
+    "job_id", "duration_ms", "at_ms",
 )  # fmt: skip
-OUTCOME_ALWAYS = 11
+OUTCOME_OPTIONAL = ("user_id", "error", "status_code", "latency_ms", "retry_at_ms")
+OUTCOME_FIELDS = OUTCOME_ALWAYS + OUTCOME_OPTIONAL
 
 #: An outcome as the commit script takes it: the values of ``OUTCOME_FIELDS`` in one string,
 #: each ended by ``RECORD_SEP`` ("" for none), or, if a value holds that separator, a JSON
@@ -70,6 +73,12 @@ def outcome_record(
         # record would read as JSON.
         return json.dumps(values)
     return record
+
+
+def record_values(record: OutcomeRecord) -> dict[str, str]:
+    """The fields of ``record`` by name, every one (the commit script's reading, in Python)."""
+    values = json.loads(record) if record[0] == "[" else record.split(RECORD_SEP)[:-1]
+    return dict(zip(OUTCOME_FIELDS, values, strict=True))
 
 
 _WIDTH = len(OUTCOME_FIELDS)

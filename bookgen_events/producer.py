@@ -15,9 +15,10 @@ from typing import Any
 
 import redis as sync_redis
 
-from .bus import EventBus, StreamNames, entry_fields
+from .bus import EventBus, entry_fields
 from .connection import create_redis, resolve_redis_url
 from .events import Event
+from .keys import StreamNames
 from .settings import Settings, get_settings
 
 _buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventBus] = weakref.WeakKeyDictionary()

@@ -1,6 +1,6 @@
 """Per-channel, per-recipient rate limits, per minute and per hour, shared by all replicas.
 
-One Lua script checks both windows and records the hit atomically, in one round trip.
+One Lua script (``scripts/rate_limit.lua``) checks both windows and records the hit atomically, in one round trip.
 We considered the ``limits`` library's async moving window: it checks each limit on its own
 (a hit the hourly limit refuses still spends a per-minute slot), builds its own connection
 pool instead of using the injected client, and cannot recognise a retry of the same
@@ -12,44 +12,19 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from . import scripts
 from .connection import run_script
+from .keys import StreamNames
 from .outcomes import now_ms
-
-_HIT = """
-local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local limits = {tonumber(ARGV[3]), tonumber(ARGV[4])}
-local windows = {60000, 3600000}
-for i = 1, 2 do
-  if limits[i] > 0 and redis.call('ZSCORE', KEYS[i], member) then return 1 end
-end
-for i = 1, 2 do
-  if limits[i] > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - windows[i])
-    if redis.call('ZCARD', KEYS[i]) >= limits[i] then return 0 end
-  end
-end
-for i = 1, 2 do
-  if limits[i] > 0 then
-    redis.call('ZADD', KEYS[i], now, member)
-    redis.call('PEXPIRE', KEYS[i], windows[i])
-  end
-end
-return 1
-"""
 
 
 class RateLimiter:
     """Sliding-window log limiter: exact counts over the last minute and the last hour."""
 
     def __init__(self, redis: Redis, *, prefix: str = "bookgen") -> None:
-        self._prefix = prefix
+        self._names = StreamNames(prefix)
         self._redis = redis
-        self._hit = redis.register_script(_HIT)
-
-    def _keys(self, channel: str, key: str) -> list[str]:
-        base = f"{self._prefix}:rl:{channel}"
-        return [f"{base}:m:{key}", f"{base}:h:{key}"]
+        self._hit = scripts.register(redis, "rate_limit")
 
     async def hit(
         self,
@@ -70,7 +45,7 @@ class RateLimiter:
         allowed = await run_script(
             self._redis,
             self._hit,
-            self._keys(channel, key),
+            self._names.rate_limit(channel, key),
             [at_ms if at_ms is not None else now_ms(), member, per_minute, per_hour],
         )
         return bool(allowed)

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bookgen_events import EventBus
+from bookgen_events import ConfigError, EventBus
 from bookgen_events.connection import command, create_redis, pipeline
 from bookgen_events.events import decode
 
@@ -64,14 +64,31 @@ async def test_emit_many_reloads_its_script_after_a_flush(bus: EventBus) -> None
     assert await bus.length() == 2
 
 
-async def test_a_client_built_elsewhere_takes_redis_pys_path(redis_url: str, prefix: str) -> None:
+async def test_a_client_built_elsewhere_gets_the_same_raw_replies(
+    redis_url: str, prefix: str
+) -> None:
+    """A client not built by create_redis goes through its pool's public API, and command()
+    still returns raw replies (no redis-py callback), so the bus reads one shape."""
     plain = Redis.from_url(redis_url, decode_responses=True)
     try:
         bus = EventBus(plain, prefix=prefix)
         first = await bus.emit(progress("j"))
         rest = await bus.emit_many([progress("j"), progress("j")])
         assert [entry_id for entry_id, _ in await bus.range()] == [first, *rest]
-        assert await command(plain, "PING") is True  # redis-py's callback applied
+        assert await command(plain, "PING") == "PONG"  # no callback turning it into True
+        await bus.ensure_group("g", start="0")
+        read = await bus.read_group("g", "c", count=10, block_ms=None)
+        assert [entry_id for entry_id, _ in read] == [first, *rest]
     finally:
         await plain.delete(bus.names.events)
         await plain.aclose()
+
+
+async def test_a_resp2_client_is_refused(redis_url: str) -> None:
+    """The bus reads RESP3 replies only; a RESP2 client fails at construction, not mid-read."""
+    resp2 = Redis.from_url(redis_url, decode_responses=True, protocol=2)
+    try:
+        with pytest.raises(ConfigError, match="RESP3"):
+            EventBus(resp2)
+    finally:
+        await resp2.aclose()
