@@ -1,7 +1,9 @@
 """Shared fixtures: a real Redis (``REDIS_URL`` if it answers, else the embedded server).
 
 Tests never skip for want of Redis. Each test gets its own ``STREAM_PREFIX``, so tests share
-one server without seeing each other's keys, and its keys are deleted afterwards.
+one server without seeing each other's keys, and its keys are deleted afterwards. The
+fixtures of ``tests.support`` that several folders use (the gateway, the webhook receiver)
+are imported here, so every folder gets them without importing from another.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from redis.asyncio import Redis
 from bookgen_events import EventBus, Settings, load_settings
 from bookgen_events.connection import create_redis
 from bookgen_events.embedded import EmbeddedRedis
+from tests.support.gateway import gateway, gateway_settings, start_gateway
+from tests.support.processes import process_env
+from tests.support.webhooks import receiver, webhook_settings
+
+__all__ = ["gateway", "gateway_settings", "receiver", "start_gateway", "webhook_settings"]
 
 
 def _answers(url: str) -> bool:
@@ -109,13 +116,9 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def cli_env(redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running ``bookgen-events`` as a real subprocess against the test Redis."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOOKGEN", "REDIS"))}
-    env.update(
+    return process_env(
         REDIS_URL=redis_url,
         STREAM_PREFIX=prefix,
         CLAIM_IDLE_MS="1000",
         DATABASE_URL=f"sqlite:///{tmp_path / 'bookgen.db'}",
-        LOG_FORMAT="json",
-        PYTHONUNBUFFERED="1",
     )
-    return env

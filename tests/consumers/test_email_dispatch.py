@@ -1,8 +1,5 @@
 """The email dispatcher end to end: real Redis, the real Consumer, a real aiosmtpd server."""
 
-# Fixtures are imported from tests/consumers/smtp_server.py (the shared conftest is not ours),
-# so their parameter names shadow the imports by design.
-# ruff: noqa: F811
 from __future__ import annotations
 
 import asyncio
@@ -16,11 +13,9 @@ from bookgen_events.service import EventFactory
 from consumers import emails
 from consumers.emails import EmailChannel, Renderer
 from consumers.mailer import SMTPMailer
-from tests.consumers.smtp_server import (  # noqa: F401  (fixtures)
-    SmtpServer,
-    smtp_server,
-)
-from tests.helpers import eventually, free_port
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer
+from tests.support.waits import eventually
 
 FACTORY = EventFactory(admin_emails=["ops@bookgen.com"])
 

@@ -1,8 +1,5 @@
 """SMTPMailer against a real aiosmtpd server: pooling, reconnects, STARTTLS, AUTH, error mapping."""
 
-# Fixtures are imported from tests/consumers/smtp_server.py (the shared conftest is not ours),
-# so their parameter names shadow the imports by design.
-# ruff: noqa: F811
 from __future__ import annotations
 
 import asyncio
@@ -12,18 +9,8 @@ import pytest
 
 from bookgen_events import Reject, RetryLater
 from consumers.mailer import SMTPMailer
-from tests.consumers.smtp_server import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    USER,
-    SmtpServer,
-    auth_server,
-    ca,
-    client_tls,
-    server_tls,
-    smtp_server,
-    starttls_server,
-)
-from tests.helpers import free_port
+from tests.support.ports import free_port
+from tests.support.smtp import PASSWORD, USER, SmtpServer
 
 MESSAGE = b"From: noreply@bookgen.com\r\nTo: a@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
 

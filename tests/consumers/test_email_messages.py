@@ -1,8 +1,5 @@
 """What the email channel puts on the wire: MIME structure, subjects, escaping, no header injection."""
 
-# Fixtures are imported from tests/consumers/smtp_server.py (the shared conftest is not ours),
-# so their parameter names shadow the imports by design.
-# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -16,7 +13,7 @@ from bookgen_events.outcomes import DeadLetter
 from bookgen_events.service import EventFactory
 from consumers.emails import EmailChannel, PreparedMessage, Renderer
 from consumers.mailer import SMTPMailer
-from tests.consumers.smtp_server import SmtpServer, smtp_server  # noqa: F401  (fixture)
+from tests.support.smtp import SmtpServer
 
 FACTORY = EventFactory(admin_emails=["ops@bookgen.com"])
 USER = "reader@example.com"

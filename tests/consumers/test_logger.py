@@ -15,11 +15,10 @@ from bookgen_events.db import Notification, SessionLocal, get_settings
 from bookgen_events.outcomes import Outcome
 from bookgen_events.ratelimit import RateLimiter
 from consumers.logger import GROUP, DatabaseUnavailable, NotificationLogger, rebuild, serve
-from tests.helpers import RecordingChannel, progress
-
-from .test_logger_support import db_url, log_settings, pg_base, rows, snapshot, until
-
-__all__ = ["db_url", "log_settings", "pg_base"]  # fixtures, imported for pytest
+from tests.support.channels import RecordingChannel
+from tests.support.database import rows, snapshot
+from tests.support.events import progress
+from tests.support.waits import eventually
 
 
 def url_for(job: str) -> str:
@@ -216,8 +215,8 @@ async def test_database_outage_keeps_entries_pending(
     await asyncio.sleep(0.3)  # the loop is backing off against the missing database
     assert not task.done()
     folder.mkdir()
-    await until(lambda: asyncio.to_thread(_has_rows, url, 10))
-    await until(lambda: _pending(bus, bus.names.events, 0))
+    await eventually(lambda: asyncio.to_thread(_has_rows, url, 10))
+    await eventually(lambda: _pending(bus, bus.names.events, 0))
     stop.set()
     await asyncio.wait_for(task, 5)
 

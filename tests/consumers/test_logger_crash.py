@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,14 +15,12 @@ from bookgen_events.db import Notification, get_engine
 from bookgen_events.events import decode
 from bookgen_events.outcomes import Outcome
 from consumers.logger import GROUP, rebuild
-from tests.helpers import progress
-
-from .test_logger_support import db_url, log_settings, pg_base, rows, snapshot, until
-
-__all__ = ["db_url", "log_settings", "pg_base"]  # fixtures, imported for pytest
+from tests.support.database import rows, snapshot
+from tests.support.events import progress
+from tests.support.processes import spawn
+from tests.support.waits import eventually
 
 EVENTS = 10_000
-CLI = [str(Path(sys.executable).with_name("bookgen-events")), "consume", "logger"]
 
 
 def count(url: str) -> int:
@@ -33,11 +29,6 @@ def count(url: str) -> int:
             return int(conn.execute(select(func.count()).select_from(Notification)).scalar_one())
     except OperationalError:  # no table yet
         return 0
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(CLI, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 async def settled(bus: EventBus) -> bool:
@@ -64,9 +55,9 @@ async def test_killed_mid_batch_then_restarted_table_exact(
     ]
     await bus.commit("test", Commit([o.record() for o in outcomes], [], [], [], []), "test")
 
-    first = start(env, tmp_path / "logger-1.log")
+    first = spawn(["consume", "logger"], env, tmp_path / "logger-1.log")
     try:
-        await until(lambda: asyncio.to_thread(lambda: count(url) > 0), within_s=30)
+        await eventually(lambda: asyncio.to_thread(lambda: count(url) > 0), 30)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -78,9 +69,9 @@ async def test_killed_mid_batch_then_restarted_table_exact(
         groups = await bus.groups_info(stream)
         orphaned += sum(int(g["pending"]) for g in groups if g["name"] == GROUP)
 
-    second = start(env, tmp_path / "logger-2.log")
+    second = spawn(["consume", "logger"], env, tmp_path / "logger-2.log")
     try:
-        await until(lambda: settled(bus), within_s=30)
+        await eventually(lambda: settled(bus), 30)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(15) == 0

@@ -16,11 +16,8 @@ from bookgen_events.outcomes import Outcome
 from consumers.logger import NotificationLogger
 from consumers.logrows import outcome_row
 from gateway.notifications import encode_cursor, list_notifications
-from tests.helpers import progress
-
-from .test_logger_support import db_url, log_settings, pg_base, rows, snapshot
-
-__all__ = ["db_url", "log_settings", "pg_base"]  # fixtures, imported for pytest
+from tests.support.database import rows, snapshot
+from tests.support.events import progress
 
 
 def client(settings: Settings) -> httpx.AsyncClient:

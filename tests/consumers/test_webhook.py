@@ -12,21 +12,9 @@ from bookgen_events.bus import EventBus
 from bookgen_events.events import Event
 from bookgen_events.settings import Settings
 from consumers.signing import new_secret
-from tests.consumers import webhook_receiver
-from tests.consumers.webhook_receiver import (
-    SECRET,
-    Receiver,
-    Reply,
-    dead_letters,
-    eventually,
-    final_outcomes,
-    outcomes,
-    running,
-)
-
-# Fixtures shared by the webhook test modules (tests/consumers has no conftest of its own).
-receiver = webhook_receiver.receiver
-webhook_settings = webhook_receiver.webhook_settings
+from tests.support.outcomes import dead_letters, final_outcomes, outcomes
+from tests.support.waits import eventually
+from tests.support.webhooks import SECRET, Receiver, Reply, running
 
 
 def _progress(url: str, job_id: str = "1") -> Event:

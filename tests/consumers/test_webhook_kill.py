@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -14,17 +12,9 @@ from standardwebhooks.webhooks import Webhook
 
 from bookgen_events.bus import EventBus
 from bookgen_events.events import Event
-from tests.consumers import webhook_receiver
-from tests.consumers.webhook_receiver import SECRET, Receiver, Reply, eventually
-
-receiver = webhook_receiver.receiver
-
-CLI = str(Path(sys.executable).with_name("bookgen-events"))
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([CLI, "consume", "webhook"], env=env, stdout=out, stderr=out)
+from tests.support.processes import spawn
+from tests.support.waits import eventually
+from tests.support.webhooks import SECRET, Receiver, Reply
 
 
 async def test_sigkill_mid_flight_then_restart_delivers_every_event(
@@ -54,7 +44,7 @@ async def test_sigkill_mid_flight_then_restart_delivers_every_event(
     await bus.emit_many(events)
     log = tmp_path / "consumers.log"
 
-    first = _start(env, log)
+    first = spawn(["consume", "webhook"], env, log)
     try:
         await eventually(lambda: len(receiver.at("k")) >= 30, 20, "the first consumer to deliver")
         os.kill(first.pid, signal.SIGKILL)
@@ -65,7 +55,7 @@ async def test_sigkill_mid_flight_then_restart_delivers_every_event(
     seen_before_kill = len({r.webhook_id for r in receiver.at("k")})
     assert seen_before_kill < len(events), "killed too late to prove anything"
 
-    second = _start(env, log)
+    second = spawn(["consume", "webhook"], env, log)
     try:
         expected = {e.id for e in events}
         await eventually(

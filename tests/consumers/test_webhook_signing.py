@@ -18,7 +18,7 @@ from bookgen_events.errors import ConfigError
 from bookgen_events.events import Event
 from consumers.signing import Signer, new_secret, parse_secrets
 from consumers.webhook import encode_payload, payload, retry_after_seconds
-from tests.consumers.webhook_receiver import SECRET
+from tests.support.webhooks import SECRET
 
 
 def _event(**data: object) -> Event:

@@ -17,11 +17,8 @@ from bookgen_events.events import WIRE_FIELD, Event
 from bookgen_events.settings import Settings
 from consumers.ssrf import GuardedResolver, SSRFBlocked, blocked_reason, check_url
 from consumers.webhook import open_channel
-from tests.consumers import webhook_receiver
-from tests.consumers.webhook_receiver import Receiver, dead_letters, final_outcomes, running
-
-receiver = webhook_receiver.receiver
-webhook_settings = webhook_receiver.webhook_settings
+from tests.support.outcomes import dead_letters, final_outcomes
+from tests.support.webhooks import Receiver, running
 
 
 @pytest.mark.parametrize(

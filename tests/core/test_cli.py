@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,17 +14,11 @@ from bookgen_events import EventBus, load_settings
 from bookgen_events.credentials import ensure_credentials
 from bookgen_events.replay import before
 
-from ..helpers import eventually, progress
+from ..support.events import progress
+from ..support.processes import CLI, cli
+from ..support.waits import eventually
 
 COMMANDS = ["up", "gateway", "consume", "emit", "tail", "status", "token", "rebuild-log"]
-
-
-def cli(
-    env: dict[str, str], *args: str, input_: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("bookgen-events") or sys.executable
-    argv = [exe, *args] if exe != sys.executable else [exe, "-m", "bookgen_events.app.cli", *args]
-    return subprocess.run(argv, env=env, input=input_, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -206,7 +197,7 @@ async def test_tail_count_then_follows(cli_env: dict[str, str], bus: EventBus) -
     """After the last N entries, ``tail --count`` follows: a new event is printed too."""
     ids = await bus.emit_many([progress("old-1"), progress("old-2")])
     proc = await asyncio.create_subprocess_exec(
-        *_argv(), "tail", "--count", "1", env=cli_env, stdout=asyncio.subprocess.PIPE
+        *CLI, "tail", "--count", "1", env=cli_env, stdout=asyncio.subprocess.PIPE
     )
     assert proc.stdout is not None
     try:
@@ -230,7 +221,7 @@ async def test_consume_from_backfills_on_purpose(
     ids = await bus.emit_many([{**progress(str(i)), "webhook_url": None} for i in range(3)])
     event_ids = [json.loads(f["event"])["id"] for _, f in await bus.range()]
     proc = await asyncio.create_subprocess_exec(
-        *_argv(), "consume", "logger", "--from", ids[1], env=cli_env, stderr=asyncio.subprocess.PIPE
+        *CLI, "consume", "logger", "--from", ids[1], env=cli_env, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stderr is not None
     try:
@@ -259,11 +250,6 @@ async def test_consume_from_backfills_on_purpose(
     finally:
         proc.terminate()
         await proc.wait()
-
-
-def _argv() -> list[str]:
-    exe = shutil.which("bookgen-events")
-    return [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
 
 
 # -- rebuild-log -----------------------------------------------------------------------------

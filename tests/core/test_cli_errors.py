@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import free_port
-from .test_cli import cli
+from ..support.ports import free_port
+from ..support.processes import cli
 
 DOWN = "redis://:hunter2-secret@127.0.0.1:1/0"  # port 1: nothing listens, refused at once
 JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256"

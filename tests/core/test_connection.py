@@ -12,7 +12,7 @@ from bookgen_events import ConfigError, EventBus
 from bookgen_events.connection import command, create_redis, pipeline
 from bookgen_events.events import decode
 
-from ..helpers import progress
+from ..support.events import progress
 
 
 async def test_cancelled_command_leaves_no_reply_behind(redis: Redis, prefix: str) -> None:

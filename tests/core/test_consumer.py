@@ -22,7 +22,9 @@ from bookgen_events.events import decode
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.ratelimit import RateLimiter
 
-from ..helpers import RecordingChannel, eventually, progress
+from ..support.channels import RecordingChannel
+from ..support.events import progress
+from ..support.waits import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 
 from bookgen_events import EventBus
 
-from .test_cli import _argv, cli
+from ..support.processes import CLI, cli
 
 LONG_URL = "https://hooks.example.com/" + "a-rather-long-path/" * 4
 
@@ -102,7 +102,7 @@ async def test_purge_without_a_terminal_needs_yes(cli_env: dict[str, str], bus: 
 async def _purge_on_a_terminal(env: dict[str, str], answer: bytes) -> tuple[int, str, str]:
     main, terminal = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        *_argv(), "dlq", "webhook", "--purge", env=env, stdin=terminal,
+        *CLI, "dlq", "webhook", "--purge", env=env, stdin=terminal,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     os.close(terminal)

@@ -22,7 +22,7 @@ from bookgen_events import (
 from bookgen_events.events import decode
 from bookgen_events.producer import SyncProducer, aclose
 
-from ..helpers import progress
+from ..support.events import progress
 
 
 async def _events(bus: EventBus) -> list[dict]:

@@ -9,11 +9,12 @@ import pytest
 
 from bookgen_events import Consumer, EventBus
 from bookgen_events.errors import OffsetError
-from bookgen_events.outcomes import Outcome
 from bookgen_events.replay import group_start, parse_offset, position_group, redrive, replay
 
-from ..helpers import RecordingChannel, progress
-from .test_cli import cli
+from ..support.channels import RecordingChannel
+from ..support.events import progress
+from ..support.outcomes import outcomes
+from ..support.processes import cli
 
 
 async def run_burst(bus: EventBus, channel: RecordingChannel) -> None:
@@ -22,10 +23,6 @@ async def run_burst(bus: EventBus, channel: RecordingChannel) -> None:
     await bus.ensure_group(channel.name, start="0")
     runtime = Consumer(bus, channel, retry_schedule=(0.01,), max_retries=0, rate_limits=(0, 0))
     await runtime.run(burst=True)
-
-
-async def outcomes(bus: EventBus) -> list[Outcome]:
-    return [Outcome.from_fields(f) for _, f in await bus.range(stream=bus.names.deliveries)]
 
 
 async def test_replay_redelivers_the_range_to_one_channel_with_the_same_ids(bus: EventBus) -> None:

@@ -12,7 +12,7 @@ from bookgen_events import EventBus
 from bookgen_events.errors import EventTooLargeError, EventValidationError
 from bookgen_events.events import Event, decode
 
-from .conftest import FUZZ, FUZZ_SLOW
+from .profiles import FUZZ, FUZZ_SLOW
 from .strategies import (
     event_candidates,
     hostile_text_events,

@@ -12,8 +12,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from bookgen_events import EventBus
+from tests.support.gateway import API_KEY, Gateway
 
-from .conftest import API_KEY, FUZZ, FUZZ_SLOW, Gateway
+from .profiles import FUZZ, FUZZ_SLOW
 from .strategies import event_candidates, has_lone_surrogate, hostile_text_events
 
 GOOD_AUTH = [f"Bearer {API_KEY}", f"bearer {API_KEY}", f"BEARER  {API_KEY}"]

@@ -21,9 +21,10 @@ from bookgen_events import EventBus, Settings
 from bookgen_events.consumer import Consumer
 from bookgen_events.outcomes import DeadLetter
 from consumers.webhook import open_channel
-from tests.consumers.webhook_receiver import Receiver, eventually
+from tests.support.waits import eventually
+from tests.support.webhooks import Receiver
 
-from .conftest import FUZZ, FUZZ_SLOW
+from .profiles import FUZZ, FUZZ_SLOW
 from .strategies import has_lone_surrogate, json_values, nasty_text
 
 

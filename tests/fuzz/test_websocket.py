@@ -25,8 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bookgen_events import EventBus
+from tests.support.gateway import JWT_SECRET, Gateway
 
-from .conftest import FUZZ, FUZZ_SLOW, JWT_SECRET, Gateway
+from .profiles import FUZZ, FUZZ_SLOW
 from .strategies import NASTY_STRINGS
 
 
@@ -157,7 +158,7 @@ async def _outcome(url: str) -> int | None:
 async def watcher(gateway: Gateway) -> AsyncIterator[tuple[ClientConnection, str]]:
     """A well-behaved client that stays subscribed while the hostile ones come and go."""
     job = f"watched-{uuid.uuid4().hex[:6]}"
-    async with connect(f"{gateway.ws}?job_id={job}&token={good_token(job)}") as ws:
+    async with connect(f"{gateway.ws()}?job_id={job}&token={good_token(job)}") as ws:
         yield ws, job
 
 
@@ -166,7 +167,7 @@ async def _still_serving(
 ) -> None:
     ws, job = watcher
     fresh_job = uuid.uuid4().hex[:8]
-    async with connect(f"{gateway.ws}?job_id={fresh_job}&token={good_token(fresh_job)}") as fresh:
+    async with connect(f"{gateway.ws()}?job_id={fresh_job}&token={good_token(fresh_job)}") as fresh:
         for target in (job, fresh_job):
             entry_id = await bus.emit(
                 {"type": "progress_update", "job_id": target, "data": {"progress": 1}}
@@ -209,7 +210,7 @@ async def _check_request(
     request: tuple[str, bool],
 ) -> None:
     query, forged = request
-    code = await _outcome(f"{gateway.ws}?{query}")
+    code = await _outcome(f"{gateway.ws()}?{query}")
     assert code in (None, 1008), f"closed with {code}"
     if forged:
         assert code == 1008, "a forged token opened a subscription"
@@ -224,13 +225,13 @@ async def test_forged_tokens_are_refused_for_a_real_job(
     """Forged, expired or tampered tokens for an otherwise valid request get 1008, in the query or the Authorization header."""
     if header:
         async with connect(
-            f"{gateway.ws}?job_id=7", additional_headers={"Authorization": f"Bearer {token}"}
+            f"{gateway.ws()}?job_id=7", additional_headers={"Authorization": f"Bearer {token}"}
         ) as ws:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
         code = ws.close_code
     else:
-        code = await _outcome(f"{gateway.ws}?job_id=7&token={quote(token, safe='')}")
+        code = await _outcome(f"{gateway.ws()}?job_id=7&token={quote(token, safe='')}")
     assert code == 1008
     await _still_serving(gateway, bus, watcher)
 

@@ -17,16 +17,16 @@ from websockets.asyncio.client import connect
 from bookgen_events import EventBus, Settings
 from bookgen_events.errors import ConfigError, EventValidationError
 from gateway.app import create_app
-
-from .conftest import API_KEY, SECRET, Gateway, StartGateway, progress, recv_json, token
+from tests.support.events import live_progress
+from tests.support.gateway import API_KEY, JWT_SECRET, Gateway, StartGateway, recv_json, token
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
 
 
 @pytest.fixture
-async def keyed(start_gateway: StartGateway, gw_settings: Settings) -> Gateway:
+async def keyed(start_gateway: StartGateway, gateway_settings: Settings) -> Gateway:
     return await start_gateway(
-        gw_settings.model_copy(update={"admin_api_key": SecretStr(ADMIN_KEY)})
+        gateway_settings.model_copy(update={"admin_api_key": SecretStr(ADMIN_KEY)})
     )
 
 
@@ -98,11 +98,13 @@ async def test_emit_refuses_deep_metadata(bus: EventBus) -> None:
 
 
 async def test_a_foreign_origin_is_refused_its_own_and_listed_ones_are_not(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """Browsers send Origin: another site's page cannot watch the gateway; ours can."""
     gateway = await start_gateway(
-        gw_settings.model_copy(update={"websocket_allowed_origins": ["https://app.example.com"]})
+        gateway_settings.model_copy(
+            update={"websocket_allowed_origins": ["https://app.example.com"]}
+        )
     )
     url = gateway.ws(job_id="o", token=token(jobs=("o",)))
     async with connect(url, origin="https://evil.example.net") as ws:  # type: ignore[arg-type]
@@ -119,7 +121,7 @@ async def test_a_connection_is_closed_when_its_token_expires(
 ) -> None:
     """The token's exp ends the connection (1008 "token expired"); events flowed until then."""
     async with connect(gateway.ws(job_id="e", token=token(jobs=("e",), ttl_s=2))) as ws:
-        stream_id = await bus.emit(progress("e"))
+        stream_id = await bus.emit(live_progress("e"))
         assert (await recv_json(ws))["id"] == stream_id
         started = time.monotonic()
         await asyncio.wait_for(ws.wait_closed(), 5)
@@ -131,7 +133,7 @@ async def test_tokens_living_past_the_cap_are_refused(gateway: Gateway) -> None:
     """A hundred-year token, correctly signed, is still refused (WEBSOCKET_TOKEN_MAX_TTL)."""
     now = int(time.time())
     forever = jwt.encode(
-        {"jobs": ["j"], "iat": now, "exp": now + 100 * 365 * 86400}, SECRET, algorithm="HS256"
+        {"jobs": ["j"], "iat": now, "exp": now + 100 * 365 * 86400}, JWT_SECRET, algorithm="HS256"
     )
     async with connect(gateway.ws(job_id="j", token=forever)) as ws:
         await asyncio.wait_for(ws.wait_closed(), 5)
@@ -144,24 +146,24 @@ async def test_a_missing_token_says_how_to_mint_one(gateway: Gateway) -> None:
     assert ws.close_code == 1008 and "bookgen-events token" in (ws.close_reason or "")
 
 
-def test_short_jwt_secrets_are_refused_at_start(bus: EventBus, gw_settings: Settings) -> None:
+def test_short_jwt_secrets_are_refused_at_start(bus: EventBus, gateway_settings: Settings) -> None:
     """HS256 with a key shorter than 32 bytes does not start (it used to only warn)."""
-    short = gw_settings.model_copy(update={"websocket_jwt_secret": SecretStr("x" * 31)})
+    short = gateway_settings.model_copy(update={"websocket_jwt_secret": SecretStr("x" * 31)})
     with pytest.raises(ConfigError, match="32 bytes"):
         create_app(bus, short)
 
 
 async def test_resume_past_the_cap_gets_resync_required(
-    start_gateway: StartGateway, gw_settings: Settings, bus: EventBus
+    start_gateway: StartGateway, gateway_settings: Settings, bus: EventBus
 ) -> None:
     """A resume reading more than WEBSOCKET_RESUME_MAX entries is told to resync, not served."""
-    gateway = await start_gateway(gw_settings.model_copy(update={"websocket_resume_max": 50}))
-    first = await bus.emit(progress("r"))
-    ids = await bus.emit_many([progress("r", float(i)) for i in range(60)])
+    gateway = await start_gateway(gateway_settings.model_copy(update={"websocket_resume_max": 50}))
+    first = await bus.emit(live_progress("r"))
+    ids = await bus.emit_many([live_progress("r", float(i)) for i in range(60)])
     auth = token(jobs=("r",))
     async with connect(gateway.ws(job_id="r", token=auth, last_event_id=first)) as ws:
         assert await recv_json(ws) == {"type": "resync_required"}
-        live = await bus.emit(progress("r"))
+        live = await bus.emit(live_progress("r"))
         assert (await recv_json(ws))["id"] == live  # then live, nothing of the backlog
     async with connect(gateway.ws(job_id="r", token=auth, last_event_id=ids[-50])) as ws:
         got = [(await recv_json(ws))["id"] for _ in range(50)]
@@ -169,11 +171,11 @@ async def test_resume_past_the_cap_gets_resync_required(
 
 
 async def test_connections_per_token_and_address_are_capped(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """Past WEBSOCKET_MAX_CONNECTIONS_PER_USER a new connection is refused; closing frees one."""
     gateway = await start_gateway(
-        gw_settings.model_copy(update={"websocket_max_connections_per_user": 2})
+        gateway_settings.model_copy(update={"websocket_max_connections_per_user": 2})
     )
     auth = token(jobs=("c",))
     async with (
@@ -194,10 +196,10 @@ async def test_connections_per_token_and_address_are_capped(
 
 
 async def test_trickling_or_silent_http_connections_are_closed(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """Slowloris: a request head not complete within HTTP_HEADER_TIMEOUT loses its socket."""
-    gateway = await start_gateway(gw_settings.model_copy(update={"http_header_timeout": 0.5}))
+    gateway = await start_gateway(gateway_settings.model_copy(update={"http_header_timeout": 0.5}))
 
     async def closed_after(send: list[bytes], pause: float) -> float:
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)

@@ -15,18 +15,10 @@ from websockets.exceptions import InvalidStatus
 
 from bookgen_events import EventBus, Settings
 from gateway.app import create_app
-
-from ..helpers import free_port
-from .conftest import (
-    API_KEY,
-    Gateway,
-    StartGateway,
-    progress,
-    recv_json,
-    recv_until,
-    token,
-    wait_healthy,
-)
+from tests.support.events import live_progress
+from tests.support.gateway import API_KEY, Gateway, StartGateway, recv_json, recv_until, token
+from tests.support.ports import free_port
+from tests.support.waits import wait_healthy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -39,23 +31,25 @@ async def test_post_events_authenticates_validates_and_appends(
         httpx.AsyncClient(base_url=gateway.http) as http,
         connect(gateway.ws(job_id="p", token=token(jobs=("p",)))) as ws,
     ):
-        assert (await http.post("/events", json=progress("p"))).status_code == 401
+        assert (await http.post("/events", json=live_progress("p"))).status_code == 401
         wrong = await http.post(
-            "/events", json=progress("p"), headers={"Authorization": "Bearer nope"}
+            "/events", json=live_progress("p"), headers={"Authorization": "Bearer nope"}
         )
         assert wrong.status_code == 401
 
-        bad = await http.post("/events", json=progress("p", 150.0), headers=AUTH)
+        bad = await http.post("/events", json=live_progress("p", 150.0), headers=AUTH)
         assert bad.status_code == 422
         assert "data.progress" in bad.json()["detail"]
         assert bad.json()["errors"][0]["field"] == "data.progress"
         garbage = await http.post("/events", content=b"{nope", headers=AUTH)
         assert garbage.status_code == 422 and "not valid JSON" in garbage.json()["detail"]
-        huge = await http.post("/events", json=progress("p", message="x" * 70_000), headers=AUTH)
+        huge = await http.post(
+            "/events", json=live_progress("p", message="x" * 70_000), headers=AUTH
+        )
         assert huge.status_code == 413
         assert await bus.length() == 0  # nothing written by any refusal
 
-        ok = await http.post("/events", json=progress("p", 42.0), headers=AUTH)
+        ok = await http.post("/events", json=live_progress("p", 42.0), headers=AUTH)
         assert ok.status_code == 201
         body = ok.json()
         assert set(body) == {"stream_id", "event_id"}
@@ -65,21 +59,21 @@ async def test_post_events_authenticates_validates_and_appends(
 
 
 async def test_post_events_without_a_configured_key_is_503_saying_so(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """No PRODUCER_API_KEY configured: POST /events is unavailable (503) and names the variable."""
-    gateway = await start_gateway(gw_settings.model_copy(update={"producer_api_key": None}))
+    gateway = await start_gateway(gateway_settings.model_copy(update={"producer_api_key": None}))
     async with httpx.AsyncClient(base_url=gateway.http) as http:
-        response = await http.post("/events", json=progress("p"), headers=AUTH)
+        response = await http.post("/events", json=live_progress("p"), headers=AUTH)
     assert response.status_code == 503
     assert "PRODUCER_API_KEY" in response.json()["detail"]
 
 
 async def test_websocket_disabled_keeps_http_only(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """WEBSOCKET_ENABLED=false: no WebSocket endpoint (handshake refused), HTTP still serves."""
-    gateway = await start_gateway(gw_settings.model_copy(update={"websocket_enabled": False}))
+    gateway = await start_gateway(gateway_settings.model_copy(update={"websocket_enabled": False}))
     with pytest.raises(InvalidStatus):
         async with connect(gateway.ws(job_id="x", token=token(jobs=("x",)))):
             pass
@@ -100,13 +94,13 @@ async def test_health_and_metrics(gateway: Gateway) -> None:
 
 
 async def test_health_is_503_when_redis_is_down(
-    start_gateway: StartGateway, gw_settings: Settings
+    start_gateway: StartGateway, gateway_settings: Settings
 ) -> None:
     """A gateway whose Redis does not answer reports 503, and still starts."""
     dead = Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", decode_responses=True, socket_timeout=0.5
     )
-    app = create_app(EventBus(dead, prefix=gw_settings.stream_prefix), gw_settings)
+    app = create_app(EventBus(dead, prefix=gateway_settings.stream_prefix), gateway_settings)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
@@ -129,10 +123,10 @@ async def test_health_is_503_when_redis_is_down(
 
 
 async def test_plain_asgi_path_on_stock_uvicorn_routes_and_resumes(
-    gw_settings: Settings, bus: EventBus
+    gateway_settings: Settings, bus: EventBus
 ) -> None:
     """Without our framed-write protocol, the app falls back to ASGI sends and still resumes exactly."""
-    app = create_app(bus, gw_settings)
+    app = create_app(bus, gateway_settings)
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, ws="websockets-sansio"
@@ -142,10 +136,10 @@ async def test_plain_asgi_path_on_stock_uvicorn_routes_and_resumes(
     try:
         await wait_healthy(f"http://127.0.0.1:{port}")
         url = f"ws://127.0.0.1:{port}/ws/notifications?job_id=f&token={token(jobs=('f',))}"
-        base = await bus.emit(progress("f", 1))
-        missed = await bus.emit(progress("f", 2))
+        base = await bus.emit(live_progress("f", 1))
+        missed = await bus.emit(live_progress("f", 2))
         async with connect(f"{url}&last_event_id={base}") as ws:
-            live = await bus.emit(progress("f", 3))
+            live = await bus.emit(live_progress("f", 3))
             got = await recv_until(ws, live)
         assert [m["id"] for m in got] == [missed, live]
         assert json.loads(json.dumps(got[0]))["progress"] == 2.0

@@ -13,8 +13,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from redis.asyncio import Redis
 
 from bookgen_events import EventBus, Settings
-
-from .conftest import StartGateway, progress, token
+from tests.support.events import live_progress
+from tests.support.gateway import StartGateway, token
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -68,10 +68,10 @@ def socket_urls(page: Page) -> list[dict[str, list[str]]]:
 
 
 async def test_page_shows_progress_and_resumes_after_a_drop(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, bus: EventBus
+    browser: Browser, start_gateway: StartGateway, gateway_settings: Settings, bus: EventBus
 ) -> None:
     """Enter job + token, watch the bar move; events sent while the gateway is down arrive after it returns."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     page = await browser.new_page()
     await page.goto(f"{gateway.http}/")
     await expect(page.locator("#empty")).to_be_visible()
@@ -80,19 +80,19 @@ async def test_page_shows_progress_and_resumes_after_a_drop(
     await page.click("#connect")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
 
-    await bus.emit(progress("page-job", 10.0))
+    await bus.emit(live_progress("page-job", 10.0))
     await expect(page.locator("#bar")).to_have_attribute("style", "width: 10%;")
     await expect(page.locator("#empty")).to_be_hidden()
-    await bus.emit(progress("page-job", 60.0))
+    await bus.emit(live_progress("page-job", 60.0))
     await expect(page.locator("#percent")).to_have_text("60")
 
     gateway.stop.set()  # a real drop: the server goes away
     await gateway.task
     await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
-    missed = await bus.emit(progress("page-job", 80.0))
+    missed = await bus.emit(live_progress("page-job", 80.0))
     await bus.emit(completion("page-job", biography_id=7))
 
-    await start_gateway(gw_settings, port=gateway.port)
+    await start_gateway(gateway_settings, port=gateway.port)
     await expect(page.locator("#percent")).to_have_text("100", timeout=15_000)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     items = page.locator("#feed li")
@@ -103,14 +103,15 @@ async def test_page_shows_progress_and_resumes_after_a_drop(
 
 
 async def test_a_link_with_job_and_token_backfills_history_and_a_reload_resumes(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, bus: EventBus
+    browser: Browser, start_gateway: StartGateway, gateway_settings: Settings, bus: EventBus
 ) -> None:
     """``/?job_id=..&token=..`` connects at once from 0-0 (history first); a reload resumes from the last id seen."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     await bus.emit(status_change("link-job", "queued", "running"))
-    await bus.emit(progress("other-job", 99.0))  # another job's event is not this job's history
-    await bus.emit(progress("link-job", 20.0))
-    last = await bus.emit(progress("link-job", 40.0))
+    # Another job's event is not this job's history.
+    await bus.emit(live_progress("other-job", 99.0))
+    await bus.emit(live_progress("link-job", 20.0))
+    last = await bus.emit(live_progress("link-job", 40.0))
 
     page = await browser.new_page()
     opened = socket_urls(page)
@@ -127,7 +128,7 @@ async def test_a_link_with_job_and_token_backfills_history_and_a_reload_resumes(
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await expect(items).to_have_count(3)  # redrawn from this tab's memory, not duplicated
     assert opened[-1]["last_event_id"] == [last]
-    newest = await bus.emit(progress("link-job", 70.0))
+    newest = await bus.emit(live_progress("link-job", 70.0))
     await expect(items).to_have_count(4)
     await expect(items.first).to_have_attribute("data-id", newest)
     ids = await items.evaluate_all("els => els.map(e => e.dataset.id)")
@@ -137,14 +138,14 @@ async def test_a_link_with_job_and_token_backfills_history_and_a_reload_resumes(
 async def test_trimmed_history_on_a_first_visit_is_a_quiet_note_then_live(
     browser: Browser,
     start_gateway: StartGateway,
-    gw_settings: Settings,
+    gateway_settings: Settings,
     bus: EventBus,
     redis: Redis,
 ) -> None:
     """When the job's history is gone (resync_required), the page says so and keeps showing live events."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     for pct in (10.0, 20.0, 30.0):
-        await bus.emit(progress("trim-job", pct))
+        await bus.emit(live_progress("trim-job", pct))
     await redis.xtrim(bus.names.events, maxlen=1, approximate=False)
 
     page = await browser.new_page()
@@ -152,7 +153,7 @@ async def test_trimmed_history_on_a_first_visit_is_a_quiet_note_then_live(
     await expect(page.locator("#history-note")).to_be_visible()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     await expect(page.locator("#problem")).to_be_hidden()  # not an error
-    live = await bus.emit(progress("trim-job", 50.0))
+    live = await bus.emit(live_progress("trim-job", 50.0))
     await expect(page.locator("#feed li")).to_have_count(1)
     await expect(page.locator("#feed li").first).to_have_attribute("data-id", live)
     await expect(page.locator("#percent")).to_have_text("50")
@@ -161,12 +162,12 @@ async def test_trimmed_history_on_a_first_visit_is_a_quiet_note_then_live(
 async def test_finished_state_is_clear_and_the_page_fits_a_narrow_window(
     browser: Browser,
     start_gateway: StartGateway,
-    gw_settings: Settings,
+    gateway_settings: Settings,
     bus: EventBus,
     tmp_path: Path,
 ) -> None:
     """A completion shows Finished with the character and biography, apart from the connection status."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     await bus.emit(status_change("done-job", "queued", "running"))
     for step in range(1, 4):
         data = {"progress": step * 100 / 3, "phase": f"Chapter {step} of 3", "message": "Writing"}
@@ -201,16 +202,16 @@ async def test_finished_state_is_clear_and_the_page_fits_a_narrow_window(
 async def test_failure_and_cancellation_are_shown_and_a_new_job_can_be_watched_by_keyboard(
     browser: Browser,
     start_gateway: StartGateway,
-    gw_settings: Settings,
+    gateway_settings: Settings,
     bus: EventBus,
     tmp_path: Path,
 ) -> None:
     """A critical error means Failed (with the error); a status change to cancelled means Cancelled."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     page = await browser.new_page()
     await page.goto(f"{gateway.http}/?job_id=bad-job&token={token(jobs=('bad-job',))}")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-    await bus.emit(progress("bad-job", 60.0))
+    await bus.emit(live_progress("bad-job", 60.0))
     await bus.emit(error_alert("bad-job", "Simulated generation failure", "critical"))
     await expect(page.locator("#job")).to_have_attribute("data-state", "failed")
     await expect(page.locator("#outcome")).to_contain_text("Simulated generation failure")
@@ -234,10 +235,10 @@ async def test_failure_and_cancellation_are_shown_and_a_new_job_can_be_watched_b
 
 
 async def test_a_refused_connection_says_why_and_how_to_get_a_token(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, tmp_path: Path
+    browser: Browser, start_gateway: StartGateway, gateway_settings: Settings, tmp_path: Path
 ) -> None:
     """Without a token the page shows the server's reason, the token command, and focuses the token field."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     page = await browser.new_page()
     await page.goto(f"{gateway.http}/?job_id=secret-job")
     await expect(page.locator("#conn")).to_have_attribute("data-state", "refused")
@@ -253,12 +254,12 @@ async def test_a_refused_connection_says_why_and_how_to_get_a_token(
 
 
 async def test_notifications_are_readable_and_never_run_as_html(
-    browser: Browser, start_gateway: StartGateway, gw_settings: Settings, bus: EventBus
+    browser: Browser, start_gateway: StartGateway, gateway_settings: Settings, bus: EventBus
 ) -> None:
     """Each kind gets a human label and its own rendering; untrusted text stays text."""
-    gateway = await start_gateway(gw_settings)
+    gateway = await start_gateway(gateway_settings)
     await bus.emit(status_change("view-job", "queued", "running"))
-    await bus.emit(progress("view-job", 25.0))
+    await bus.emit(live_progress("view-job", 25.0))
     await bus.emit(error_alert("view-job", '<img src=x onerror="window.pwned=1">', "warning"))
     page = await browser.new_page()
     await page.goto(f"{gateway.http}/?job_id=view-job&token={token(jobs=('view-job',))}")

@@ -9,8 +9,8 @@ import json
 from websockets.asyncio.client import connect
 
 from bookgen_events import EventBus
-
-from .conftest import Gateway, progress, recv_json, recv_until, token
+from tests.support.events import live_progress
+from tests.support.gateway import Gateway, recv_json, recv_until, token
 
 
 async def test_reconnects_under_concurrent_emits_lose_and_repeat_nothing(
@@ -23,8 +23,8 @@ async def test_reconnects_under_concurrent_emits_lose_and_repeat_nothing(
 
     async def produce() -> None:
         for i in range(total):
-            emitted.append(await bus.emit(progress("r", i % 100)))
-            await bus.emit(progress("other"))  # interleaved noise the backfill must skip
+            emitted.append(await bus.emit(live_progress("r", i % 100)))
+            await bus.emit(live_progress("other"))  # interleaved noise the backfill must skip
             if i % 25 == 0:
                 await asyncio.sleep(0)
 
@@ -51,11 +51,11 @@ async def test_resume_backfills_missed_events_then_goes_live(
     gateway: Gateway, bus: EventBus
 ) -> None:
     """Events emitted while disconnected arrive first, then live ones, in stream order."""
-    base = await bus.emit(progress("b", 1))
-    missed = [await bus.emit(progress("b", p)) for p in (2, 3, 4)]
-    await bus.emit(progress("elsewhere"))
+    base = await bus.emit(live_progress("b", 1))
+    missed = [await bus.emit(live_progress("b", p)) for p in (2, 3, 4)]
+    await bus.emit(live_progress("elsewhere"))
     async with connect(gateway.ws(job_id="b", last_event_id=base, token=token(jobs=("b",)))) as ws:
-        live = await bus.emit(progress("b", 5))
+        live = await bus.emit(live_progress("b", 5))
         got = await recv_until(ws, live)
     assert [m["id"] for m in got] == [*missed, live]
     assert [m["progress"] for m in got] == [2.0, 3.0, 4.0, 5.0]
@@ -65,24 +65,24 @@ async def test_trimmed_last_event_id_gets_resync_required_then_live(
     gateway: Gateway, bus: EventBus
 ) -> None:
     """An id whose successors were trimmed away yields {"type": "resync_required"}, then live."""
-    first = await bus.emit(progress("t", 1))
+    first = await bus.emit(live_progress("t", 1))
     for p in range(2, 30):
-        await bus.emit(progress("t", p))
+        await bus.emit(live_progress("t", p))
     await bus.redis.xtrim(bus.names.events, maxlen=5, approximate=False)
     async with connect(gateway.ws(job_id="t", last_event_id=first, token=token(jobs=("t",)))) as ws:
         assert json.loads(await ws.recv()) == {"type": "resync_required"}
-        live = await bus.emit(progress("t", 99))
+        live = await bus.emit(live_progress("t", 99))
         assert (await recv_json(ws))["id"] == live
 
 
 async def test_up_to_date_last_event_id_needs_no_resync(gateway: Gateway, bus: EventBus) -> None:
     """Resuming from the newest id (nothing trimmed after it) sends nothing but live events."""
     for p in range(10):
-        await bus.emit(progress("u", p))
+        await bus.emit(live_progress("u", p))
     await bus.redis.xtrim(bus.names.events, maxlen=3, approximate=False)
-    newest = await bus.emit(progress("u", 50))
+    newest = await bus.emit(live_progress("u", 50))
     async with connect(
         gateway.ws(job_id="u", last_event_id=newest, token=token(jobs=("u",)))
     ) as ws:
-        live = await bus.emit(progress("u", 60))
+        live = await bus.emit(live_progress("u", 60))
         assert (await recv_json(ws))["id"] == live

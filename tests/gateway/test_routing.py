@@ -10,8 +10,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from bookgen_events import EventBus, Settings
-
-from .conftest import SECRET, Gateway, StartGateway, progress, recv_json, recv_until, token
+from tests.support.events import live_progress
+from tests.support.gateway import JWT_SECRET, Gateway, StartGateway, recv_json, recv_until, token
 
 
 async def test_events_reach_exactly_their_job_and_user_subscribers(
@@ -30,13 +30,13 @@ async def test_events_reach_exactly_their_job_and_user_subscribers(
         connect(urls["c"]) as c,
         connect(urls["d"]) as d,
     ):
-        e1 = await bus.emit(progress("j1", 50.0, user_id="u1"))
-        e2 = await bus.emit(progress("j2", 10.0))
+        e1 = await bus.emit(live_progress("j1", 50.0, user_id="u1"))
+        e2 = await bus.emit(live_progress("j2", 10.0))
         e3 = await bus.emit(
             {"type": "status_change", "user_id": "u1", "data": {"new_status": "paid"}}
         )
-        await bus.emit(progress("j3"))  # nobody watches j3
-        ends = {k: await bus.emit(progress(k, 100.0)) for k in ("j1", "j2")}
+        await bus.emit(live_progress("j3"))  # nobody watches j3
+        ends = {k: await bus.emit(live_progress(k, 100.0)) for k in ("j1", "j2")}
         end_u = await bus.emit(
             {"type": "admin_alert", "user_id": "u1", "data": {"alert_type": "x", "message": "m"}}
         )
@@ -83,7 +83,7 @@ async def test_ws_status_has_the_seed_shape_and_counts(gateway: Gateway) -> None
 
 def _expired() -> str:
     now = int(time.time())
-    return jwt.encode({"jobs": ["j1"], "iat": now - 120, "exp": now - 60}, SECRET, "HS256")
+    return jwt.encode({"jobs": ["j1"], "iat": now - 120, "exp": now - 60}, JWT_SECRET, "HS256")
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ async def test_bad_requests_are_closed_with_1008_and_a_reason(
     elif params.get("token") == "__j1__":
         params["token"] = token(jobs=("j1",))
     async with connect(gateway.ws(**params)) as ws:
-        await bus.emit(progress("j1"))
+        await bus.emit(live_progress("j1"))
         with pytest.raises(ConnectionClosed) as closed:
             await recv_json(ws)
     assert closed.value.rcvd is not None
@@ -129,5 +129,5 @@ async def test_auth_none_needs_no_token(
     """WEBSOCKET_AUTH=none is an explicit opt-out: any job can be watched without a token."""
     gateway = await start_gateway(settings.model_copy(update={"websocket_auth": "none"}))
     async with connect(gateway.ws(job_id="open")) as ws:
-        stream_id = await bus.emit(progress("open"))
+        stream_id = await bus.emit(live_progress("open"))
         assert (await recv_json(ws))["id"] == stream_id

@@ -6,14 +6,11 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import sqlite3
 import stat
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,30 +20,20 @@ import websockets
 from standardwebhooks.webhooks import Webhook
 
 from bookgen_events import Settings
+from bookgen_events.app.runner import embedded_if_needed, run_workers
 from bookgen_events.credentials import ensure_credentials
 from bookgen_events.errors import GatewayBindError
-from bookgen_events.app.runner import embedded_if_needed, run_workers
 
-from ..consumers.webhook_receiver import SECRET, eventually, receiver  # noqa: F401 - fixture
-from ..helpers import free_port
+from ..support.ports import free_port
+from ..support.processes import CLI, process_env
+from ..support.waits import eventually, wait_answer
+from ..support.webhooks import SECRET, Receiver
 
 SECRETS = {
     "WEBHOOK_SECRET": SECRET,
     "SMTP_PASSWORD": "smtp-pass-6c1f0e",
     "PRODUCER_API_KEY": "producer-key-93ab51",
 }
-
-
-async def _wait_http(url: str, within: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                return await client.get(url, timeout=2)
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
 
 
 async def _run(
@@ -64,7 +51,7 @@ async def _run(
     return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
 
 
-async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver) -> None:  # noqa: F811
+async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver: Receiver) -> None:
     """`up` starts the embedded Redis, the gateway and consumers; an event reaches every channel.
 
     With no WEBSOCKET_JWT_SECRET or ADMIN_API_KEY set, `up` makes them (owner-only files in
@@ -72,26 +59,22 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
     token, which `bookgen-events token` mints from the same folder with nothing set.
     """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "BOOKGEN"))}
-    env.update(
-        SECRETS,
+    env = process_env(
+        **SECRETS,
         EMBEDDED_DATA_DIR=str(tmp_path / ".bookgen"),
         WEBHOOK_ALLOW_PRIVATE="true",
-        LOG_FORMAT="json",
         LOG_LEVEL="DEBUG",
-        PYTHONUNBUFFERED="1",
     )
-    exe = shutil.which("bookgen-events")
-    argv = [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
+    argv = CLI
     log_file = (tmp_path / "up.log").open("w")
     proc = await asyncio.create_subprocess_exec(
         *argv, "up", "--port", str(port), cwd=tmp_path, env=env, stdout=log_file, stderr=log_file
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        health = await _wait_http(f"{base}/health")
+        health = await wait_answer(f"{base}/health")
         assert health.status_code == 200, health.text
-        status = (await _wait_http(f"{base}/ws/status")).json()
+        status = (await wait_answer(f"{base}/ws/status")).json()
         assert status == {
             "status": "operational",
             "connections": {
@@ -99,7 +82,7 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
                 "total_jobs": 0, "total_job_connections": 0,
             },
         }  # fmt: skip
-        page = await _wait_http(f"{base}/")
+        page = await wait_answer(f"{base}/")
         assert page.status_code == 200 and "<html" in page.text.lower()
 
         ws_url = f"ws://127.0.0.1:{port}/ws/notifications?job_id=123"
@@ -170,7 +153,7 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         )  # fmt: skip
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["events"]["length"] >= 6
-        metrics = (await _wait_http(f"{base}/metrics")).text
+        metrics = (await wait_answer(f"{base}/metrics")).text
         for series in (
             'bookgen_deliveries_total{channel="webhook",status="delivered"}',
             "bookgen_group_lag",
@@ -215,24 +198,12 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
     await eventually(server_gone, within=10, what="the embedded server to stop with `up`")
 
 
-def _up_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS", "BOOKGEN"))}
-    env.update(
-        EMBEDDED_DATA_DIR=str(tmp_path / ".bookgen"), LOG_FORMAT="json", PYTHONUNBUFFERED="1"
-    )
-    return env
-
-
-def _argv() -> list[str]:
-    exe = shutil.which("bookgen-events")
-    return [exe] if exe else [sys.executable, "-m", "bookgen_events.app.cli"]
-
-
 async def test_sigterm_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     """SIGTERM while the embedded server is still starting ends `up` at once, and the server
     goes with it (not left running until the next start reaps it)."""
     proc = await asyncio.create_subprocess_exec(
-        *_argv(), "up", "--port", str(free_port()), cwd=tmp_path, env=_up_env(tmp_path),
+        *CLI, "up", "--port", str(free_port()), cwd=tmp_path,
+        env=process_env(EMBEDDED_DATA_DIR=str(tmp_path / ".bookgen")),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     up = psutil.Process(proc.pid)

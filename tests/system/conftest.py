@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -17,18 +16,12 @@ import pytest
 from bookgen_events import Event, EventBus
 from bookgen_events.connection import create_redis
 from bookgen_events.embedded import EmbeddedRedis
-from tests.consumers.smtp_server import SmtpServer
+from tests.support.database import PgDatabase
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer
+from tests.support.webhooks import Receiver
 
-from .harness import (
-    CONSUMERS,
-    Cluster,
-    HookSink,
-    SlowRecorder,
-    WsWatcher,
-    free_port,
-    make_events,
-    process_env,
-)
+from .harness import CONSUMERS, Cluster, WsWatcher, deployment_env, make_events
 from .reconcile import Report, Seen, settle, smtp_seen
 
 JOBS = ("7001", "7002")
@@ -40,7 +33,7 @@ class System:
 
     bus: EventBus
     cluster: Cluster
-    hooks: HookSink
+    hooks: Receiver
     smtp: SmtpServer
     database_url: str
     rng: random.Random
@@ -50,7 +43,7 @@ class System:
 
     async def emit(self, count: int) -> list[Event]:
         """Emit ``count`` new events in one pipelined call (they count as acknowledged)."""
-        events = make_events(count, jobs=JOBS, webhook_url=self.hooks.url, rng=self.rng)
+        events = make_events(count, jobs=JOBS, webhook_url=self.hooks.url("system"), rng=self.rng)
         ids = await self.bus.emit_many(events)
         self.events += events
         self.stream_ids.update((e.id, i) for e, i in zip(events, ids, strict=True))
@@ -111,11 +104,9 @@ async def open_system(
     """Peers first, then every process; on exit everything started is stopped, even on failure."""
     database_url = database_url or f"sqlite:///{tmp_path / 'bookgen.db'}"
     redis = create_redis(redis_url)
-    hooks = await HookSink().start()
-    smtp = SmtpServer()
-    smtp.handler = SlowRecorder()
-    await smtp.start()
-    env = process_env(
+    hooks = await Receiver().start()
+    smtp = await SmtpServer().start()
+    env = deployment_env(
         redis_url=redis_url, prefix=prefix, database_url=database_url, smtp_port=smtp.port
     )
     cluster = Cluster(env, tmp_path, free_port())
@@ -183,41 +174,14 @@ async def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         await server.stop()
 
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-class PgDatabase:
-    """A throwaway PostgreSQL database that can be made unavailable and available again."""
-
-    def __init__(self) -> None:
-        self.name = f"bookgen_sys_{uuid.uuid4().hex[:10]}"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.name}"
-
-    def _admin(self, *statements: str) -> None:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
-            for statement in statements:
-                conn.execute(statement)  # type: ignore[arg-type]
-
-    def block(self) -> None:
-        """Refuse new connections and end every open one, as an outage would."""
-        self._admin(
-            f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS false',
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'",
-        )
-
-    def unblock(self) -> None:
-        self._admin(f'ALTER DATABASE "{self.name}" ALLOW_CONNECTIONS true')
-
-
 @pytest.fixture
 def pg_database() -> Iterator[PgDatabase]:
     """A fresh PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
-    db = PgDatabase()
     try:
-        db._admin(f'CREATE DATABASE "{db.name}"')
+        db = PgDatabase("bookgen_sys").create()
     except psycopg.OperationalError:
         pytest.skip("no PostgreSQL server answers on 127.0.0.1:5432")
     try:
         yield db
     finally:
-        db._admin(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+        db.drop()

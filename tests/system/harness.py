@@ -1,10 +1,10 @@
-"""The system under test as real processes, and the real peers that watch it.
+"""The system under test as real processes, and the WebSocket client that watches it.
 
 :class:`Cluster` runs ``bookgen-events consume webhook|email|logger`` and ``gateway`` as
-separate process groups that can be SIGKILLed and restarted; :class:`HookSink` is a uvicorn
-webhook receiver that can flap between 500 and 200; :class:`WsWatcher` follows one job over
-the gateway's WebSocket and resumes with ``last_event_id`` after every drop. The SMTP peer is
-:class:`tests.consumers.smtp_server.SmtpServer` (aiosmtpd, restartable on its port).
+separate process groups that can be SIGKILLed and restarted; :class:`WsWatcher` follows one
+job over the gateway's WebSocket and resumes with ``last_event_id`` after every drop. The
+other peers come from ``tests.support``: the webhook ``Receiver`` (which can flap between 500
+and 200) and the ``SmtpServer`` (aiosmtpd, restartable on its port).
 """
 
 from __future__ import annotations
@@ -15,33 +15,21 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bookgen_events import Event
 from bookgen_events.events import make_event
-from tests.consumers.smtp_server import Recorder
-from tests.helpers import eventually, free_port
+from tests.support.processes import process_env, spawn
+from tests.support.waits import eventually, wait_healthy
+from tests.support.webhooks import SECRET
 
-__all__ = ["eventually", "free_port"]  # re-exported for the system tests
-
-CLI = str(Path(sys.executable).with_name("bookgen-events"))
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the Standard Webhooks docs' example
 CONSUMERS = ("webhook", "email", "logger")
 
 
@@ -80,12 +68,12 @@ def make_events(
 # -- processes -------------------------------------------------------------------------------
 
 
-def process_env(
+def deployment_env(
     *, redis_url: str, prefix: str, database_url: str, smtp_port: int, **extra: str
 ) -> dict[str, str]:
     """The environment every ``bookgen-events`` process of a system test runs with."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env.update(
+    return process_env(
+        inherit=("PATH", "HOME", "LANG", "TMPDIR"),
         REDIS_URL=redis_url,
         STREAM_PREFIX=prefix,
         DATABASE_URL=database_url,
@@ -106,12 +94,9 @@ def process_env(
         NOTIFICATION_RATE_LIMIT_PER_MINUTE="100000",
         NOTIFICATION_RATE_LIMIT_PER_HOUR="1000000",
         WEBSOCKET_AUTH="none",
-        LOG_FORMAT="json",
         LOG_LEVEL="WARNING",
-        PYTHONUNBUFFERED="1",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 class Cluster:
@@ -140,17 +125,8 @@ class Cluster:
             else ["consume", role]
         )
         self.starts[role] += 1
-        log = open(self.workdir / f"{role}.{self.starts[role]}.log", "wb")
-        with log:
-            self.procs[role] = subprocess.Popen(
-                [CLI, *args],
-                env=self.env,
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        log = self.workdir / f"{role}.{self.starts[role]}.log"
+        self.procs[role] = spawn(args, self.env, log, cwd=self.workdir, new_session=True)
 
     async def start_all(self, roles: Sequence[str] = (*CONSUMERS, "gateway")) -> None:
         for role in roles:
@@ -159,19 +135,14 @@ class Cluster:
             await self.wait_gateway()
 
     async def wait_gateway(self, within: float = 20.0) -> None:
-        async def healthy() -> bool:
+        def alive() -> None:
             proc = self.procs["gateway"]
             if proc.poll() is not None:
                 raise AssertionError(
                     f"gateway exited with {proc.returncode}: {self.log('gateway')}"
                 )
-            async with httpx.AsyncClient() as client:
-                try:
-                    return (await client.get(f"{self.gateway_http}/health", timeout=1)).is_success
-                except httpx.TransportError:
-                    return False
 
-        await eventually(healthy, within, "the gateway to answer /health", step=0.1)
+        await wait_healthy(self.gateway_http, within, alive=alive, step=0.1)
 
     async def kill(self, role: str) -> None:
         """SIGKILL the role's whole process group and reap it."""
@@ -211,83 +182,6 @@ class Cluster:
                 line.startswith("Traceback") for line in p.read_text(errors="replace").splitlines()
             )
         ]
-
-
-# -- the webhook receiver --------------------------------------------------------------------
-
-
-class HookSink:
-    """A uvicorn webhook receiver on loopback recording each ``webhook-id`` it answered 2xx.
-
-    ``flap(down, up)`` makes it answer 500 for ``down`` seconds, then 200 for ``up``, repeating.
-    """
-
-    def __init__(self) -> None:
-        self.accepted: Counter[str] = Counter()  # webhook-id -> 2xx answers
-        self.refused = 0
-        self.requests = 0
-        self.delay = 0.0
-        self._flap: tuple[float, float, float] | None = None
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
-        self.url = ""
-
-    def flap(self, down: float, up: float) -> None:
-        self._flap = (time.monotonic(), down, up)
-
-    def steady(self) -> None:
-        self._flap = None
-
-    def _failing(self) -> bool:
-        if self._flap is None:
-            return False
-        since, down, up = self._flap
-        return (time.monotonic() - since) % (down + up) < down
-
-    async def _hook(self, request: Request) -> Response:
-        await request.body()
-        self.requests += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self._failing():
-            self.refused += 1
-            return Response(b"down", status_code=500)
-        self.accepted[request.headers.get("webhook-id", "")] += 1
-        return Response(b"ok")
-
-    async def start(self) -> HookSink:
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        app = Starlette(routes=[Route("/hook", self._hook, methods=["POST"])])
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", ws="none", access_log=False,
-            timeout_graceful_shutdown=1,
-        )  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await eventually(lambda: self._server is not None and self._server.started, 5, "receiver")
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-        if self._sock is not None:
-            self._sock.close()
-
-
-class SlowRecorder(Recorder):
-    """The aiosmtpd recorder, taking ``delay`` s per DATA (so a kill can land mid-delivery)."""
-
-    delay: float = 0.0
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await super().handle_DATA(server, session, envelope)
 
 
 # -- the WebSocket client --------------------------------------------------------------------

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from tests.support.waits import eventually
+
 from .conftest import System
-from .harness import CONSUMERS, eventually
+from .harness import CONSUMERS
 from .reconcile import reconcile
 
 
@@ -39,7 +41,7 @@ async def kill_consumers_under_load(
     """Emit a steady load while SIGKILLing ``roles`` ``kills`` times each, at seeded random
     moments, restarting each at once; returns (role, entries pending at the kill)."""
     system.hooks.delay = 0.02
-    system.smtp.handler.delay = 0.02  # type: ignore[attr-defined]
+    system.smtp.handler.delay = 0.02
     load = asyncio.create_task(system.emit_waves(total))
     plan = [role for role in roles for _ in range(kills)]
     system.rng.shuffle(plan)

@@ -7,8 +7,7 @@ from pathlib import Path
 import redis
 
 from bookgen_events.embedded import EmbeddedRedis
-
-from .harness import free_port
+from tests.support.ports import free_port
 
 
 def test_embedded_redis_restarts_on_the_port_it_was_given(tmp_path: Path) -> None:

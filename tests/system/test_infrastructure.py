@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import JOBS, OwnRedis, PgDatabase, System, open_system
-from .harness import CONSUMERS, eventually
+from tests.support.database import PgDatabase
+from tests.support.waits import eventually
+
+from .conftest import JOBS, OwnRedis, System, open_system
+from .harness import CONSUMERS
 from .reconcile import reconcile
 
 
