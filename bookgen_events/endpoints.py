@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
 from .events import WEBHOOK_EVENT_NAMES, Event
+from .keys import StreamNames
 from .registry import AuditedHash
 from .targets import target_problem
 
@@ -171,10 +172,9 @@ class EndpointRegistry:
 
     @classmethod
     def for_prefix(cls, redis: Redis, prefix: str) -> EndpointRegistry:
+        names = StreamNames(prefix)
         return cls(
-            AuditedHash(
-                redis, hash_key=f"{prefix}:endpoints", changes_key=f"{prefix}:endpoints:changes"
-            )
+            AuditedHash(redis, hash_key=names.endpoints, changes_key=names.changes(names.endpoints))
         )
 
     async def create(self, fields: dict[str, Any]) -> Endpoint:

@@ -9,6 +9,8 @@ For ``STREAM_PREFIX=bookgen``:
   set scored by due time in ms
 - ``bookgen:rl:<channel>:m:<key>``, ``...:h:<key>``  the rate limiter's per-minute and
   per-hour windows of one recipient
+- ``bookgen:endpoints``, ``bookgen:subscribers``  registered endpoints and subscriber
+  profiles (hashes: id -> JSON), each with its audit stream ``...:changes``
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ class StreamNames:
         self.prefix = prefix
         self.events = f"{prefix}:events"
         self.deliveries = f"{prefix}:deliveries"
+        self.endpoints = f"{prefix}:endpoints"
+        self.subscribers = f"{prefix}:subscribers"
+
+    @staticmethod
+    def changes(registry: str) -> str:
+        """The audit stream of a registry hash (``endpoints``, ``subscribers``)."""
+        return f"{registry}:changes"
 
     def dlq(self, channel: str) -> str:
         return f"{self.prefix}:dlq:{channel}"

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
 from .events import EmailAddress, EventType
+from .keys import StreamNames
 from .registry import AuditedHash
 from .settings import parse_duration
 
@@ -133,11 +134,10 @@ class SubscriberRegistry:
 
     @classmethod
     def for_prefix(cls, redis: Redis, prefix: str) -> SubscriberRegistry:
+        names = StreamNames(prefix)
         return cls(
             AuditedHash(
-                redis,
-                hash_key=f"{prefix}:subscribers",
-                changes_key=f"{prefix}:subscribers:changes",
+                redis, hash_key=names.subscribers, changes_key=names.changes(names.subscribers)
             )
         )
 
