@@ -60,6 +60,8 @@ CREDENTIALS = (
     Credential("admin_api_key", _urlsafe(32)),
     Credential("producer_api_key", _urlsafe(32)),
     Credential("webhook_secret", _whsec),
+    # Signs one-click unsubscribe links (its own key: a leaked link grants nothing else).
+    Credential("unsubscribe_secret", _urlsafe(32)),
 )
 #: The embedded server's password file, beside the credentials (see :mod:`.embedded`).
 REDIS_PASSWORD_FILE = "redis_password"

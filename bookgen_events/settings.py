@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     # Endpoints (SPEC 9): the old secret keeps signing this long after a rotation
     endpoint_secret_grace: Duration = _duration("24h")
 
+    # Subscribers (SPEC 9): one-click unsubscribe links point at the gateway's public URL
+    public_url: str | None = None  # default: the gateway's own http://HOST:PORT
+    unsubscribe_secret: SecretStr | None = None
+    unsubscribe_link_ttl: Duration = _duration("90d")
+
     # Keys of the HTTP surface (SPEC 8): producers post events, operators run the rest
     producer_api_key: SecretStr | None = None
     admin_api_key: SecretStr | None = None

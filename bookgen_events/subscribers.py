@@ -165,8 +165,9 @@ class SubscriberRegistry:
     async def set_preference(
         self, user_id: str, channel: SubscriberChannel, kind: EventType, enabled: bool
     ) -> Subscriber:
-        """Turn one type on or off on one channel (an unsubscribe link, a Twilio STOP)."""
-        current = await self.get(user_id)
+        """Turn one type on or off on one channel (an unsubscribe link, a Twilio STOP); a user
+        with no profile yet gets one holding just that preference."""
+        current = await self.find(user_id) or Subscriber(user_id=user_id, updated_at=0)
         preference = current.preferences.get(channel, ChannelPreference())
         types = (
             list(preference.types)

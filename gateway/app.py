@@ -26,7 +26,7 @@ from bookgen_events.errors import ConfigError, GatewayBindError
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
-from . import endpoints, http, subscribers
+from . import endpoints, http, subscribers, unsubscribe
 from .access import admin_only
 from .admission import ConnectionCaps
 from .auth import MIN_SECRET_BYTES, weak_secret
@@ -56,6 +56,7 @@ def _routes(settings: Settings) -> list[BaseRoute]:
         Route("/notifications", admin_only(list_notifications)),
         *endpoints.ROUTES,  # ADMIN_API_KEY
         *subscribers.ROUTES,  # ADMIN_API_KEY
+        *unsubscribe.ROUTES,  # the signed link is the key
     ]
     if settings.websocket_enabled:  # WEBSOCKET_ENABLED=false keeps only the HTTP endpoints
         routes.append(WebSocketRoute("/ws/notifications", notifications))
