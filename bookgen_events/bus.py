@@ -245,20 +245,6 @@ class EventBus:
     async def ping(self) -> bool:
         return bool(await self._r.ping())
 
-    # -- kept for replay.py and the CLI until they call bus.scheduled / bus.dead_letters --------
-
-    async def schedule(self, channel: str, items: Iterable[tuple[Scheduled, int]]) -> int:
-        """See :meth:`ScheduledDeliveries.add`."""
-        return await self.scheduled.add(channel, items)
-
-    async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
-        """See :meth:`DeadLetters.redrive`."""
-        return await self.dead_letters.redrive(channel, letters)
-
-    async def purge_dlq(self, channel: str, ids: Sequence[str] | None = None) -> int:
-        """See :meth:`DeadLetters.purge`."""
-        return await self.dead_letters.purge(channel, ids)
-
     # -- reading -----------------------------------------------------------------------------
 
     async def read(

@@ -2,19 +2,20 @@
 
 The commit script writes them (:mod:`bookgen_events.commit`), with the reason, the attempts
 and the event itself (:class:`~bookgen_events.outcomes.DeadLetter`); they are never trimmed.
-Here they leave: redriven (scheduled for delivery now, removed from the stream, atomically)
-or purged. Listing and choosing which to redrive is in :mod:`bookgen_events.replay` for now.
+Here they are listed, and leave: redriven (scheduled for delivery now, removed from the
+stream, atomically) or purged. The CLI's ``dlq`` and the operator routes call these.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from .keys import StreamNames
-from .outcomes import now_ms
+from .outcomes import DeadLetter, now_ms
 from .schedule import Scheduled
 
 
@@ -25,7 +26,31 @@ class DeadLetters:
         self._r: Any = redis  # decoded replies; see EventBus
         self.names = names
 
-    async def redrive(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
+    async def letters(self, channel: str) -> list[tuple[str, DeadLetter]]:
+        """``(dlq id, letter)`` for every dead letter of ``channel``, oldest first."""
+        entries = await self._r.xrange(self.names.dlq(channel))
+        return [(dlq_id, DeadLetter.from_fields(fields)) for dlq_id, fields in entries]
+
+    async def redrive(
+        self, channel: str, ids: Sequence[str] | None = None
+    ) -> tuple[int, list[str]]:
+        """Send dead letters (all, or those whose dlq id or event id is in ``ids``) back
+        through the channel; returns (redriven, the poison entries' ids, left in place)."""
+        letters = await self.letters(channel)
+        if ids:
+            wanted = set(ids)
+            letters = [(i, d) for i, d in letters if i in wanted or d.event_id in wanted]
+        items: list[tuple[str, Scheduled]] = []
+        poison: list[str] = []
+        for dlq_id, letter in letters:
+            if letter.poison or not letter.event or not _is_json(letter.event):
+                poison.append(dlq_id)
+                continue
+            item = Scheduled(letter.event, letter.entry_id, 1, letter.recipient or None, "redrive")
+            items.append((dlq_id, item))
+        return await self._move(channel, items), poison
+
+    async def _move(self, channel: str, letters: Sequence[tuple[str, Scheduled]]) -> int:
         """Schedule ``(dlq id, delivery)`` pairs for delivery now and remove them from the
         dead letters, atomically (one MULTI): a letter is never both, nor lost."""
         if not letters:
@@ -44,3 +69,11 @@ class DeadLetters:
         size = await self._r.xlen(key)
         await self._r.delete(key)
         return size  # type: ignore[no-any-return]
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True

@@ -9,7 +9,6 @@ purpose (``consume CHANNEL --from``): a new group starts at the end of the strea
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from .bus import EventBus, Scheduled
 from .channel import GROUP_CHANNELS
 from .errors import OffsetError
 from .events import WIRE_FIELD, Event, decode
-from .outcomes import DeadLetter, now_ms
+from .outcomes import now_ms
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 _MAX_SEQ = (1 << 64) - 1
@@ -142,43 +141,11 @@ async def replay(
             result.event_ids.append(event.id)
             batch.append((Scheduled(fields[WIRE_FIELD], entry_id, 1, None, "replay"), now_ms()))
         if batch and not dry_run:
-            result.scheduled += await bus.schedule(channel, batch)
+            result.scheduled += await bus.scheduled.add(channel, batch)
         cursor = entries[-1][0]
         if on_progress:
             on_progress(result.scanned, total)
     return result
-
-
-async def dead_letters(bus: EventBus, channel: str) -> list[tuple[str, DeadLetter]]:
-    """``(dlq entry id, letter)`` for every dead letter of ``channel``, oldest first."""
-    return [
-        (dlq_id, DeadLetter.from_fields(fields))
-        for dlq_id, fields in await bus.range(stream=bus.names.dlq(channel))
-    ]
-
-
-async def redrive(
-    bus: EventBus, channel: str, ids: list[str] | None = None
-) -> tuple[int, list[str]]:
-    """Send dead letters back through the channel; returns (redriven, skipped poison ids)."""
-    letters = await dead_letters(bus, channel)
-    if ids:
-        wanted = set(ids)
-        letters = [(i, d) for i, d in letters if i in wanted or d.event_id in wanted]
-    items: list[tuple[str, Scheduled]] = []
-    poison: list[str] = []
-    for dlq_id, letter in letters:
-        if letter.poison or not letter.event:
-            poison.append(dlq_id)
-            continue
-        try:
-            json.loads(letter.event)
-        except ValueError:
-            poison.append(dlq_id)
-            continue
-        recipient = letter.recipient or None
-        items.append((dlq_id, Scheduled(letter.event, letter.entry_id, 1, recipient, "redrive")))
-    return await bus.redrive(channel, items), poison
 
 
 # -- consumer group positions ------------------------------------------------------------------

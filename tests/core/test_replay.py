@@ -9,7 +9,7 @@ import pytest
 
 from bookgen_events import Consumer, EventBus
 from bookgen_events.errors import OffsetError
-from bookgen_events.replay import group_start, parse_offset, position_group, redrive, replay
+from bookgen_events.replay import group_start, parse_offset, position_group, replay
 
 from ..support.channels import RecordingChannel
 from ..support.events import progress
@@ -95,7 +95,7 @@ async def test_redrive_after_the_cause_is_fixed(bus: EventBus) -> None:
     await run_burst(bus, channel)
     assert await bus.redis.xlen(bus.names.dlq("webhook")) == 3
     channel.reject.clear()  # the receiver is fixed
-    count, poison = await redrive(bus, "webhook")
+    count, poison = await bus.dead_letters.redrive("webhook")
     assert count == 2 and len(poison) == 1
     await run_burst(bus, channel)
     assert sorted(e for e, _ in channel.delivered) == sorted(

@@ -14,7 +14,7 @@ from ...credentials import redact_url
 from ...errors import Unreachable
 from ...events import EventType
 from ...outcomes import now_ms
-from ...replay import dead_letters, redrive, replay
+from ...replay import replay
 from ...settings import Settings
 from ..runner import (
     failure_reason,
@@ -85,7 +85,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> int:
         async with open_bus(settings) as bus:
-            letters = await dead_letters(bus, args.channel)
+            letters = await bus.dead_letters.letters(args.channel)
             if args.id:
                 wanted = set(args.id)
                 letters = [(i, d) for i, d in letters if i in wanted or d.event_id in wanted]
@@ -98,7 +98,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                         f"nothing {action}"
                     )
             if args.redrive:
-                count, poison = await redrive(bus, args.channel, args.id)
+                count, poison = await bus.dead_letters.redrive(args.channel, args.id)
                 print(f"redrove {count} dead letters to {args.channel}", file=sys.stderr)
                 if poison:
                     print(f"left {len(poison)} poison entries (not events): {poison[:10]}",
@@ -115,7 +115,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                     print("nothing deleted", file=sys.stderr)
                     return 1
                 # Only what was counted: a letter dead-lettered meanwhile is kept.
-                print_json({"purged": await bus.purge_dlq(args.channel, [i for i, _ in letters])})
+                print_json(
+                    {"purged": await bus.dead_letters.purge(args.channel, [i for i, _ in letters])}
+                )
                 return 0
             now = now_ms()
             rows = [
