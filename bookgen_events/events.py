@@ -29,13 +29,11 @@ from pydantic import (
 from pydantic_core import PydanticSerializationError, core_schema
 
 from .errors import DecodeError, EventTooLargeError, EventValidationError
+from .jsondepth import MAX_JSON_DEPTH, too_deep
 from .targets import target_problem
 
 #: The stream entry holds the event as JSON under this single field.
 WIRE_FIELD = "event"
-#: How deep JSON may nest (the outermost object is level 1): deeper input is refused at the
-#: edge, before a recursive parser or serializer anywhere down the line meets it.
-MAX_JSON_DEPTH = 32
 # The envelope and ``data`` are the two levels above ``metadata``.
 _METADATA_DEPTH = MAX_JSON_DEPTH - 2
 
@@ -338,18 +336,6 @@ def make_event(value: Event | dict[str, Any]) -> Event:
         return _VALIDATOR.validate_python(value)
     except ValidationError as exc:
         raise _wrap_validation(exc) from None
-
-
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether JSON-like ``value`` nests containers more than ``limit`` levels (no recursion)."""
-    stack = [(value, 1)] if isinstance(value, (dict, list, tuple)) else []
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
-    return False
 
 
 def _check_edge(event: Event) -> None:

@@ -21,7 +21,7 @@ from bookgen_events.endpoints import (
     EndpointRegistry,
     InvalidEndpoint,
 )
-from bookgen_events.events import too_deep
+from bookgen_events.jsondepth import too_deep
 
 from .access import admin_only, error
 

@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 
 from bookgen_events.bus import EventBus
 from bookgen_events.errors import EventTooLargeError, EventValidationError
-from bookgen_events.events import MAX_JSON_DEPTH, make_event, too_deep
+from bookgen_events.events import make_event
+from bookgen_events.jsondepth import MAX_JSON_DEPTH, too_deep
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
