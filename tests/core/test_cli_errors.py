@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 
 from ..support.ports import free_port
-from ..support.processes import cli
+from ..support.processes import cli, one_line
 
 DOWN = "redis://:hunter2-secret@127.0.0.1:1/0"  # port 1: nothing listens, refused at once
 JWT_SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 SAYS = "cannot reach Redis at redis://:***@127.0.0.1:1/0 (REDIS_URL): connection refused"
-
-
-def one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 from bookgen_events import EventBus
 
-from ..support.processes import CLI, cli
+from ..support.processes import CLI, cli, one_line
 
 LONG_URL = "https://hooks.example.com/" + "a-rather-long-path/" * 4
 
@@ -24,12 +24,6 @@ async def letter(bus: EventBus, event_id: str, channel: str = "webhook") -> str:
          "attempts": "4", "event_id": event_id, "recipient": LONG_URL, "event": "{}",
          "poison": "0", "at_ms": "1"},
     )  # fmt: skip
-
-
-def one_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in stderr, stderr
-    return lines[0]
 
 
 def test_channels_without_dead_letters_are_refused(cli_env: dict[str, str]) -> None:

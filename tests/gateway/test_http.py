@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import httpx
@@ -18,7 +17,7 @@ from gateway.app import create_app
 from tests.support.events import live_progress
 from tests.support.gateway import API_KEY, Gateway, StartGateway, recv_json, recv_until, token
 from tests.support.ports import free_port
-from tests.support.waits import wait_healthy
+from tests.support.waits import wait_answer, wait_healthy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -107,13 +106,7 @@ async def test_health_is_503_when_redis_is_down(
     )
     task = asyncio.create_task(server.serve())
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            async with asyncio.timeout(10):
-                while True:
-                    with contextlib.suppress(httpx.TransportError):
-                        response = await http.get("/health")
-                        break
-                    await asyncio.sleep(0.05)
+        response = await wait_answer(f"http://127.0.0.1:{port}/health", within=10, step=0.05)
         assert response.status_code == 503
         assert response.json()["status"] == "unavailable"
     finally:

@@ -6,7 +6,8 @@ Modules:
 - ``waits``: ``eventually`` (poll a condition, never a fixed sleep), ``wait_healthy`` (a
   gateway's ``/health``), ``wait_answer`` (the first HTTP response of any status).
 - ``processes``: ``bookgen-events`` as real processes: ``CLI``, one environment builder
-  (``process_env``), ``cli`` (run a command to its end) and ``spawn`` (in the background).
+  (``process_env``), ``cli`` (run a command to its end), ``one_line`` (a refusal's
+  single line) and ``spawn`` (in the background).
 - ``events``: event builders (``progress``, ``live_progress``).
 - ``channels``: ``RecordingChannel``, a double of the channel seam.
 - ``outcomes``: ``outcomes``, ``dead_letters``, ``final_outcomes`` read from Redis.

@@ -44,6 +44,13 @@ def cli(
     )
 
 
+def one_line(stderr: str) -> str:
+    """The single line a refusing command printed, asserting it is one line, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
 def spawn(
     args: Sequence[str],
     env: dict[str, str],
