@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 from bookgen_events import EventBus, Settings
 from bookgen_events.consumer import Consumer
-from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.service import EventFactory
 from consumers import emails
 from consumers.emails import EmailChannel, Renderer
 from consumers.mailer import SMTPMailer
+from tests.support.outcomes import dead_letters, outcomes
 from tests.support.ports import free_port
 from tests.support.smtp import SmtpServer
 from tests.support.waits import eventually
@@ -31,14 +31,6 @@ def email_settings(settings: Settings, port: int, **update: object) -> Settings:
             **update,
         }
     )
-
-
-async def outcomes(bus: EventBus) -> list[Outcome]:
-    return [Outcome.from_fields(f) for _, f in await bus.range(stream=bus.names.deliveries)]
-
-
-async def dead_letters(bus: EventBus) -> list[DeadLetter]:
-    return [DeadLetter.from_fields(f) for _, f in await bus.range(stream=bus.names.dlq("email"))]
 
 
 @contextlib.asynccontextmanager
@@ -127,7 +119,7 @@ async def test_server_down_then_up_retries_then_delivers(bus: EventBus, settings
     [delivered] = [o for o in results if o.status == "delivered"]
     assert (delivered.attempt, delivered.final) == (len(failed) + 1, True)
     assert [r.message()["Subject"] for r in server.handler.received] == ["Job 9: 50% — Chapter 10"]
-    assert await dead_letters(bus) == []
+    assert await dead_letters(bus, "email") == []
 
 
 async def test_a_4yz_reply_is_retried(
@@ -175,7 +167,7 @@ async def test_a_5yz_reply_fails_at_once_and_is_dead_lettered(
         550,
     )
     assert "no such user" in outcome.error
-    [letter] = await dead_letters(bus)
+    [letter] = await dead_letters(bus, "email")
     assert (letter.event_id, letter.recipient, letter.attempts) == (event.id, "gone@example.com", 1)
     assert "550 5.1.1" in letter.reason
     assert await bus.redis.zcard(bus.names.scheduled("email")) == 0
