@@ -10,6 +10,8 @@ backoff; undecodable entries go to ``bookgen:dlq:logger``.
 
 This does not run on :class:`~bookgen_events.consumer.Consumer`: that runtime delivers one
 event to one recipient at a time, while a projection wants whole batches per transaction.
+It reads through the same :class:`~bookgen_events.reader.GroupReader` (own pending entries
+first, reclaims, a lost group recreated, a pause while Redis is down), one per stream.
 
 WebSocket rows are written ``delivered`` at the event's time: the gateway broadcasts every
 event it reads and reports no per-client outcome, so "delivered" here means "published to
@@ -26,13 +28,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from bookgen_events.bus import Commit, Entry, EventBus
-from bookgen_events.consumer import default_consumer_name
 from bookgen_events.db import (
     ensure_schema,
     get_engine,
@@ -43,13 +42,13 @@ from bookgen_events.errors import BookgenEventsError, DecodeError
 from bookgen_events.events import decode
 from bookgen_events.logs import get_logger
 from bookgen_events.outcomes import DeadLetter, Outcome
+from bookgen_events.reader import REDIS_DOWN, GroupReader, default_consumer_name
 from bookgen_events.settings import Settings
 
 from .logrows import event_rows, outcome_row
 
 GROUP = "logger"
 log = get_logger("consumers.logger")
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 # Errors that say "the database is not there right now", not "this row is bad".
 _DB_DOWN = (OperationalError, InterfaceError)
 
@@ -96,13 +95,17 @@ class NotificationLogger:
         self.block_ms = block_ms
         self.streams = (bus.names.events, bus.names.deliveries)
         self._held: list[tuple[str, Entry]] = []  # a batch the database refused, retried first
-        self._own_pending = set(self.streams)  # streams whose own PEL is not yet redone
-        self._claim_cursor = dict.fromkeys(self.streams, "0-0")
         self._next_claim = 0.0
         self._block_on = 0
         self._schema_ready = False
         self._last_db_error = ""
         self._log = log.bind(group=GROUP, consumer=self.name)
+        self._readers = {
+            stream: GroupReader(
+                bus, GROUP, self.name, claim_idle_ms=claim_idle_ms, log=self._log, stream=stream
+            )
+            for stream in self.streams
+        }
 
     @classmethod
     def from_settings(
@@ -126,8 +129,8 @@ class NotificationLogger:
         return cls(bus, get_engine(settings.database_url), **options)
 
     async def start(self) -> None:
-        for stream in self.streams:
-            await self.bus.ensure_group(GROUP, stream=stream)
+        for reader in self._readers.values():
+            await reader.ensure()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -168,55 +171,41 @@ class NotificationLogger:
         return len(batch)
 
     async def _read(self, block_ms: int | None) -> list[tuple[str, Entry]]:
+        """Own pending entries, reclaimed ones, then new ones, from both streams; what was
+        read so far once Redis turns out to be unreachable."""
         out: list[tuple[str, Entry]] = []
-        try:
-            for stream in list(self._own_pending):
-                mine = await self.bus.read_group(
-                    GROUP, self.name, count=self.batch, block_ms=None, stream=stream, pending=True
-                )
-                out += [(stream, e) for e in mine]
-                if not mine:
-                    self._own_pending.discard(stream)
-            if time.monotonic() >= self._next_claim:
-                out += await self._reclaim()
-            for stream in self.streams:
-                fresh = await self.bus.read_group(
-                    GROUP, self.name, count=self.batch, block_ms=None, stream=stream
-                )
-                out += [(stream, e) for e in fresh]
-            if not out and block_ms:
-                # One BLOCK at a time, alternating streams: latency stays under block_ms.
-                stream = self.streams[self._block_on]
-                self._block_on ^= 1
-                fresh = await self.bus.read_group(
-                    GROUP, self.name, count=self.batch, block_ms=block_ms, stream=stream
-                )
-                out += [(stream, e) for e in fresh]
-        except _REDIS_DOWN as exc:
-            self._log.warning("redis unavailable", error=str(exc))
-            await asyncio.sleep(0.5)
+        readers = self._readers
+        for stream, reader in readers.items():
+            if not reader.pending_done:
+                out += [(stream, e) for e in await reader.own_pending(self.batch)]
+                if reader.down:
+                    return out
+        if time.monotonic() >= self._next_claim:
+            out += await self._reclaim()
+            if any(reader.down for reader in readers.values()):
+                return out
+        for stream, reader in readers.items():
+            out += [(stream, e) for e in await reader.new(self.batch)]
+            if reader.down:
+                return out
+        if not out and block_ms:
+            # One BLOCK at a time, alternating streams: latency stays under block_ms.
+            stream = self.streams[self._block_on]
+            self._block_on ^= 1
+            out += [(stream, e) for e in await readers[stream].new(self.batch, block_ms)]
         return out
 
     async def _reclaim(self) -> list[tuple[str, Entry]]:
         """Take over entries a dead logger read but never acked (idle past claim_idle_ms)."""
         out: list[tuple[str, Entry]] = []
-        wrapped = True
-        for stream in self.streams:
-            cursor, entries = await self.bus.autoclaim(
-                GROUP,
-                self.name,
-                min_idle_ms=self.claim_idle_ms,
-                start=self._claim_cursor[stream],
-                count=self.batch,
-                stream=stream,
-            )
-            self._claim_cursor[stream] = cursor
-            wrapped = wrapped and cursor == "0-0"
-            out += [(stream, e) for e in entries]
+        for stream, reader in self._readers.items():
+            out += [(stream, e) for e in await reader.reclaim(self.batch)]
+            if reader.down:
+                return out
         if out:
             self._log.info("reclaimed idle entries", entries=len(out))
-        if wrapped:
-            self._next_claim = time.monotonic() + min(max(self.claim_idle_ms / 2000, 0.2), 30.0)
+        if all(reader.wrapped for reader in self._readers.values()):
+            self._next_claim = time.monotonic() + self._readers[self.streams[0]].claim_every
         return out
 
     async def _ack(self, parsed: list[Parsed]) -> None:
@@ -236,7 +225,7 @@ class NotificationLogger:
             commit = Commit([], letters, [], [], [p.entry_id for p in mine])
             try:
                 await self.bus.commit(GROUP, commit, GROUP, stream=stream)
-            except _REDIS_DOWN as exc:
+            except REDIS_DOWN as exc:
                 # Rows are written; the entries stay pending and come back idempotently.
                 self._log.warning("ack failed; entries will be redone", error=str(exc))
 
