@@ -109,11 +109,9 @@ async def open_system(
     env = deployment_env(
         redis_url=redis_url, prefix=prefix, database_url=database_url, smtp_port=smtp.port
     )
-    cluster = Cluster(env, tmp_path, free_port())
-    system = System(
-        EventBus(redis, prefix=prefix, maxlen=100_000), cluster, hooks, smtp, database_url,
-        random.Random(seed),
-    )  # fmt: skip
+    bus = EventBus(redis, prefix=prefix, maxlen=100_000)
+    cluster = Cluster(env, tmp_path, free_port(), bus)
+    system = System(bus, cluster, hooks, smtp, database_url, random.Random(seed))
     try:
         yield system
     finally:

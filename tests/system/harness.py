@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from bookgen_events import Event
+from bookgen_events import Event, EventBus
 from bookgen_events.events import make_event
 from tests.support.processes import process_env, spawn
 from tests.support.waits import eventually, wait_healthy
@@ -102,8 +102,11 @@ def deployment_env(
 class Cluster:
     """``bookgen-events`` worker processes, each in its own process group, logging to files."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, gateway_port: int) -> None:
+    def __init__(
+        self, env: dict[str, str], workdir: Path, gateway_port: int, bus: EventBus
+    ) -> None:
         self.env = env
+        self.bus = bus  # to see the consumers' groups
         self.workdir = workdir  # also the cwd, so no stray .env is read
         self.gateway_port = gateway_port
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -129,10 +132,28 @@ class Cluster:
         self.procs[role] = spawn(args, self.env, log, cwd=self.workdir, new_session=True)
 
     async def start_all(self, roles: Sequence[str] = (*CONSUMERS, "gateway")) -> None:
+        """Start ``roles`` and wait until they are ready: the gateway answers and every
+        consumer has its group, since a group created after an event starts after it (SPEC 11)."""
         for role in roles:
             self.start(role)
         if "gateway" in roles:
             await self.wait_gateway()
+        await self.wait_groups([role for role in roles if role in CONSUMERS])
+
+    async def wait_groups(self, consumers: Sequence[str], within: float = 20.0) -> None:
+        """Wait until each of ``consumers`` has its group on the events stream (and the logger
+        its group on the deliveries stream)."""
+
+        async def ready() -> bool:
+            on_events = {g["name"] for g in await self.bus.groups_info()}
+            if not set(consumers) <= on_events:
+                return False
+            if "logger" not in consumers:
+                return True
+            on_deliveries = await self.bus.groups_info(self.bus.names.deliveries)
+            return "logger" in {g["name"] for g in on_deliveries}
+
+        await eventually(ready, within, f"the groups of {', '.join(consumers)}", step=0.05)
 
     async def wait_gateway(self, within: float = 20.0) -> None:
         def alive() -> None:
