@@ -44,12 +44,13 @@ from websockets.asyncio.client import connect
 
 from bench._common import free_port, redis_url, smtp_sink_argv
 from bookgen_events import EventBus
+from bookgen_events.channel import GROUP_CHANNELS
 from bookgen_events.connection import create_redis
 from bookgen_events.events import WIRE_FIELD, encode, make_event
 from bookgen_events.outcomes import Outcome
 
 BIN = Path(sys.executable).with_name("bookgen-events")
-GROUPS = ("webhook", "email", "logger")
+GROUPS = (*GROUP_CHANNELS, "logger")
 JOBS = 50  # job ids 0..49; WebSocket client k watches job k
 
 
@@ -180,7 +181,7 @@ async def drained(bus: EventBus, total: int) -> bool:
     logger = {g["name"]: g for g in await bus.groups_info(bus.names.deliveries)}.get("logger")
     if logger is None or logger["pending"] or (logger.get("lag") or 0):
         return False
-    scheduled = [await bus.redis.zcard(bus.names.scheduled(c)) for c in ("webhook", "email")]
+    scheduled = [await bus.redis.zcard(bus.names.scheduled(c)) for c in GROUP_CHANNELS]
     return not any(scheduled)
 
 
@@ -292,7 +293,7 @@ async def load_phase(args: argparse.Namespace, redis: Redis) -> dict[str, Any]:
             )
             await wait_port(hook_port)
             await wait_port(smtp_port)
-            for worker in ("webhook", "email", "logger"):
+            for worker in GROUPS:
                 procs.start(worker, [str(BIN), "consume", worker], env, workdir / f"{worker}.log")
             procs.start(
                 "gateway",

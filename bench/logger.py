@@ -35,13 +35,12 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from bookgen_events import EventBus, load_settings
+from bookgen_events.channel import CHANNELS
 from bookgen_events.connection import create_redis
 from bookgen_events.db import Notification, dispose_engines, init_db
 from bookgen_events.events import decode
 from consumers.logger import NotificationLogger
 from consumers.logrows import event_rows
-
-CHANNELS = ("websocket", "webhook", "email")
 
 
 def make_events(n: int) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from bookgen_events.bus import Commit, Entry, EventBus
+from bookgen_events.channel import CHANNELS
 from bookgen_events.db import (
     ensure_schema,
     get_engine,
@@ -81,7 +82,7 @@ class NotificationLogger:
         engine: Engine,
         *,
         name: str | None = None,
-        channels: Sequence[str] = ("websocket", "webhook", "email"),
+        channels: Sequence[str] = CHANNELS,
         batch: int = 500,
         claim_idle_ms: int = 60_000,
         block_ms: int = 500,
