@@ -3,9 +3,10 @@
 A :class:`~bookgen_events.channel.Channel` only delivers one event to one recipient; the
 loop around it is here, its parts one module each: reads of the group (own pending first,
 reclaims, a lost group recreated) in :mod:`~bookgen_events.reader`, the deliveries' worker
-tasks in :mod:`~bookgen_events.pool` (fed one batch ahead by the reader), the write-behind
-of results in :mod:`~bookgen_events.flusher`, and one delivery (rate limit, attempt, retry
-or dead letter) in :mod:`~bookgen_events.delivery`.
+tasks in :mod:`~bookgen_events.pool` (fed one batch ahead by the reader, within the bounds
+of :mod:`~bookgen_events.room`), the write-behind of results in
+:mod:`~bookgen_events.flusher`, and one delivery (rate limit, attempt, retry or dead
+letter) in :mod:`~bookgen_events.delivery`.
 
 Retries go to a per-channel sorted set (:mod:`~bookgen_events.schedule`), not the PEL: each
 (event, recipient) keeps its own attempt count and due time, a retry in five hours does not
@@ -35,6 +36,7 @@ from .outcomes import now_ms
 from .pool import WorkerPool
 from .ratelimit import RateLimiter
 from .reader import GroupReader, default_consumer_name, unless_down
+from .room import Room
 
 log = get_logger("bookgen_events.consumer")
 
@@ -93,16 +95,11 @@ class Consumer:
         self._buffer = self._flusher.buffer
         self._flush_soon = self._flusher.wanted.set
         self._record = self._flusher.record
-        # Work owned by this consumer, from dispatch until its results are written: kept alive
-        # by the heartbeat and never reclaimed by ourselves.
-        self._inflight_ids: set[str] = set()  # stream entries
-        self._inflight_members: set[str] = set()  # leased scheduled deliveries
-        # Entries and leased retries owned, results written or not: a Redis that refuses
-        # writes (OOM, a read-only replica) stops the reads instead of filling memory.
-        self._max_owned = concurrency + 4 * batch
-        self._slot_freed = asyncio.Event()
-        self._slot_waiters = 0  # loops waiting in _wait_for_slot
-        self._slots_wanted = 1  # free slots the latest of them waits for
+        self._room = Room(self._capacity, concurrency + 4 * batch, lambda: self._pool.load)
+        self._inflight_ids = self._room.ids  # the same sets: added to once per entry
+        self._inflight_members = self._room.members
+        self._release = self._room.release
+        self._wait_for_slot = self._room.wait
         self._stopping = asyncio.Event()
         self._started = False
         self._next_due_ms = 0.0
@@ -349,8 +346,7 @@ class Consumer:
             self._release([entry_id] if entry_id else [], [])
             if isinstance(error, Exception):
                 self._log.error("delivery crashed", exc_info=error)
-        if self._slot_waiters and self._capacity - load >= self._slots_wanted:
-            self._slot_freed.set()
+        self._room.finished(load)
 
     async def _deliver_to_all(
         self, event: Event, raw: str, entry_id: str, recipients: Sequence[str]
@@ -359,24 +355,6 @@ class Consumer:
         commit = Commit.empty()
         await self._delivery.deliver_all(commit, event, raw, entry_id, recipients, 1)
         self._record(commit)
-
-    def _release(self, entry_ids: Sequence[str], members: Sequence[str]) -> None:
-        self._inflight_ids.difference_update(entry_ids)
-        self._inflight_members.difference_update(members)
-        self._slot_freed.set()
-
-    async def _wait_for_slot(self, free: int = 1) -> None:
-        while (
-            self._capacity - self._pool.load < free
-            or len(self._inflight_ids) + len(self._inflight_members) >= self._max_owned
-        ):
-            self._slots_wanted = free
-            self._slot_freed.clear()
-            self._slot_waiters += 1
-            try:
-                await self._slot_freed.wait()
-            finally:
-                self._slot_waiters -= 1
 
     async def _settle(self) -> None:
         """Wait for in-flight work to finish and its results to be written."""
