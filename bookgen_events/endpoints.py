@@ -27,8 +27,7 @@ from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
 from .events import WEBHOOK_EVENT_NAMES, Event
-from .keys import StreamNames
-from .registry import AuditedHash
+from .registry import AuditedHash, field_errors
 from .targets import target_problem
 
 EndpointType = Literal["webhook", "slack", "discord"]
@@ -152,10 +151,7 @@ class Endpoint(_Fields):
 
 
 def _invalid(exc: ValidationError) -> InvalidEndpoint:
-    errors = [
-        (".".join(str(p) for p in e["loc"]) or "endpoint", e["msg"].removeprefix("Value error, "))
-        for e in exc.errors(include_url=False)
-    ]
+    errors = field_errors(exc)
     detail = "; ".join(f"{field}: {msg}" for field, msg in errors)
     return InvalidEndpoint(f"invalid endpoint: {detail}", errors)
 
@@ -172,10 +168,7 @@ class EndpointRegistry:
 
     @classmethod
     def for_prefix(cls, redis: Redis, prefix: str) -> EndpointRegistry:
-        names = StreamNames(prefix)
-        return cls(
-            AuditedHash(redis, hash_key=names.endpoints, changes_key=names.changes(names.endpoints))
-        )
+        return cls(AuditedHash.named(redis, prefix, "endpoints"))
 
     async def create(self, fields: dict[str, Any]) -> Endpoint:
         """Register an endpoint; its secret is generated unless ``fields`` carries one."""

@@ -10,10 +10,13 @@ stream, so secrets stay in the hash alone.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
+
+from .keys import StreamNames
 
 
 class AuditedHash:
@@ -23,6 +26,12 @@ class AuditedHash:
         self.redis = redis
         self.hash_key = hash_key
         self.changes_key = changes_key
+
+    @classmethod
+    def named(cls, redis: Redis, prefix: str, registry: str) -> AuditedHash:
+        """The store of ``registry`` (``endpoints``, ``subscribers``) under ``prefix``."""
+        key = getattr(StreamNames(prefix), registry)
+        return cls(redis, hash_key=key, changes_key=StreamNames.changes(key))
 
     async def get(self, record_id: str) -> str | None:
         value: Any = await self.redis.hget(self.hash_key, record_id)
@@ -83,3 +92,16 @@ class AuditedHash:
 
 def _change(op: str, record_id: str, fields: Iterable[str]) -> dict[Any, Any]:
     return {"op": op, "id": record_id, "fields": json.dumps(sorted(fields))}
+
+
+def field_errors(
+    exc: ValidationError, message: Callable[[Any], str] | None = None
+) -> list[tuple[str, str]]:
+    """``(field, message)`` for each of pydantic's errors, in plain words."""
+    return [
+        (
+            ".".join(str(p) for p in e["loc"]) or "record",
+            message(e) if message else str(e["msg"]).removeprefix("Value error, "),
+        )
+        for e in exc.errors(include_url=False)
+    ]

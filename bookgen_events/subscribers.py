@@ -23,8 +23,7 @@ from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
 from .events import EmailAddress, EventType
-from .keys import StreamNames
-from .registry import AuditedHash
+from .registry import AuditedHash, field_errors
 from .settings import parse_duration
 
 SubscriberChannel = Literal["email", "sms", "websocket"]
@@ -118,10 +117,7 @@ def _message(error: Any) -> str:
 
 
 def _invalid(exc: ValidationError) -> InvalidSubscriber:
-    errors = [
-        (".".join(str(p) for p in e["loc"]) or "subscriber", _message(e))
-        for e in exc.errors(include_url=False)
-    ]
+    errors = field_errors(exc, _message)
     detail = "; ".join(f"{field}: {msg}" for field, msg in errors)
     return InvalidSubscriber(f"invalid subscriber: {detail}", errors)
 
@@ -134,12 +130,7 @@ class SubscriberRegistry:
 
     @classmethod
     def for_prefix(cls, redis: Redis, prefix: str) -> SubscriberRegistry:
-        names = StreamNames(prefix)
-        return cls(
-            AuditedHash(
-                redis, hash_key=names.subscribers, changes_key=names.changes(names.subscribers)
-            )
-        )
+        return cls(AuditedHash.named(redis, prefix, "subscribers"))
 
     async def put(self, user_id: str, fields: dict[str, Any]) -> Subscriber:
         """Create or replace ``user_id``'s profile."""
