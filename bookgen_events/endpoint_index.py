@@ -66,9 +66,17 @@ class EndpointIndex:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def matching(self, event: Event) -> list[Endpoint]:
-        """The enabled endpoints that want ``event``."""
-        return [e for e in self._by_type.get(event.type, ()) if e.matches(event)]
+    def matching(self, event: Event, endpoint_type: str | None = None) -> list[Endpoint]:
+        """The enabled endpoints (of ``endpoint_type``, if given) that want ``event``."""
+        return [
+            e
+            for e in self._by_type.get(event.type, ())
+            if (endpoint_type is None or e.type == endpoint_type) and e.matches(event)
+        ]
+
+    def get(self, endpoint_id: str) -> Endpoint | None:
+        """The endpoint as this view knows it now (None once deleted)."""
+        return self._endpoints.get(endpoint_id)
 
     def _reindex(self) -> None:
         by_type: dict[EventType, list[Endpoint]] = defaultdict(list)

@@ -150,6 +150,22 @@ class Endpoint(_Fields):
         return self.model_dump(exclude={"secret", "previous_secret"})
 
 
+def endpoint_recipient(endpoint: Endpoint) -> str:
+    """An endpoint as the webhook channel's recipient: ``"<id> <url>"``.
+
+    The runtime keys rate limits, retries and dead letters by the recipient, so each
+    endpoint is its own even where two share a URL; the log shows the URL, with the id in
+    its metadata (:func:`split_recipient`). Neither part can hold a space.
+    """
+    return f"{endpoint.id} {endpoint.url}"
+
+
+def split_recipient(recipient: str) -> tuple[str | None, str]:
+    """``(endpoint id, url)`` of a webhook recipient; an event's own URL has no id."""
+    head, space, url = recipient.partition(" ")
+    return (head, url) if space and head.startswith("ep_") else (None, recipient)
+
+
 def _invalid(exc: ValidationError) -> InvalidEndpoint:
     errors = field_errors(exc)
     detail = "; ".join(f"{field}: {msg}" for field, msg in errors)

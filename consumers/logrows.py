@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bookgen_events.db import job_entity_id, notification_id
+from bookgen_events.endpoints import split_recipient
 from bookgen_events.events import Event, EventType
 from bookgen_events.outcomes import Outcome
 
@@ -56,18 +57,23 @@ def recipients(event: Event, channel: str) -> list[str]:
 def _row(
     event_id: str, channel: str, recipient: str, job_id: str, user_id: str, stream_id: str
 ) -> dict[str, Any]:
+    # A registered endpoint's row shows its URL, its id in the metadata (SPEC 9).
+    endpoint_id, address = split_recipient(recipient) if channel == "webhook" else (None, "")
+    metadata: dict[str, Any] = {
+        "event_id": event_id,
+        "stream_id": stream_id,
+        "job_id": job_id or None,
+        "user_id": user_id or None,
+    }
+    if endpoint_id is not None:
+        metadata["endpoint_id"] = endpoint_id
     return {
         "id": notification_id(event_id, channel, recipient),
         "delivery_method": channel,
-        "recipient": recipient[:255],
+        "recipient": (address if endpoint_id is not None else recipient)[:255],
         "related_entity_type": "job" if job_id else None,
         "related_entity_id": job_entity_id(job_id),
-        "notification_metadata": {
-            "event_id": event_id,
-            "stream_id": stream_id,
-            "job_id": job_id or None,
-            "user_id": user_id or None,
-        },
+        "notification_metadata": metadata,
         "subject": None,
         "message": None,
         "error_message": None,

@@ -36,13 +36,15 @@ from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
 from bookgen_events.bus import EventBus
+from bookgen_events.endpoint_index import EndpointIndex
+from bookgen_events.endpoints import EndpointRegistry, endpoint_recipient, split_recipient
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.events import WEBHOOK_EVENT_NAMES, Event
 from bookgen_events.logs import get_logger
 from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
 
-from .signing import Signer
+from .signing import Signer, parse_secrets
 from .ssrf import GuardedResolver, SSRFBlocked, check_url, find_blocked
 
 log = get_logger("consumers.webhook")
@@ -147,36 +149,56 @@ class WebhookChannel:
         *,
         timeout: float,
         allow_private: bool = False,
+        endpoints: EndpointIndex | None = None,
     ) -> None:
         self._client = client
         self._signer = signer
         self._timeout = timeout
         self._allow_private = allow_private
+        self._endpoints = endpoints
 
     def recipients(self, event: Event) -> list[str]:
-        return [event.webhook_url] if event.webhook_url else []
+        """The event's own ``webhook_url``, and every enabled webhook endpoint it matches."""
+        own = [event.webhook_url] if event.webhook_url else []
+        if self._endpoints is None:
+            return own
+        return own + [endpoint_recipient(e) for e in self._endpoints.matching(event, "webhook")]
 
     def rate_limit_key(self, event: Event, recipient: str) -> str:
         return recipient
 
     async def deliver(self, event: Event, recipient: str) -> int:
         """POST once; return the 2xx status, or raise RetryLater / Reject."""
+        url, signer, extra = self._target(recipient)
         try:
-            check_url(recipient, allow_private=self._allow_private)
+            check_url(url, allow_private=self._allow_private)
         except SSRFBlocked as exc:
             raise Reject(f"refused (SSRF guard): {exc.reason}") from None
         body = encode_payload(event)
-        headers = self._signer.headers(event.id, body)
-        headers["content-type"] = "application/json"
+        headers = {**extra, **signer.headers(event.id, body), "content-type": "application/json"}
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._client.stream(
-                    "POST", recipient, content=body, headers=headers
+                    "POST", url, content=body, headers=headers
                 ) as response:
                     await _drain(response)
         except (httpx.HTTPError, httpx.InvalidURL, aiohttp.ClientError, OSError) as exc:
             raise self._transport_failure(exc) from None
         return self._status(response)
+
+    def _target(self, recipient: str) -> tuple[str, Signer, dict[str, str]]:
+        """Where to POST, signed with which secrets, with which extra headers."""
+        endpoint_id, url = split_recipient(recipient)
+        if endpoint_id is None:
+            return url, self._signer, {}
+        endpoint = self._endpoints.get(endpoint_id) if self._endpoints is not None else None
+        if endpoint is None:
+            raise Reject(f"endpoint {endpoint_id} was deleted")
+        if endpoint.disabled:
+            raise Reject(f"endpoint {endpoint_id} is disabled: {endpoint.disabled_reason or ''}")
+        # Its own secret; during a rotation's grace the previous one signs beside it.
+        secrets = " ".join(endpoint.secrets_at(time.time()))
+        return endpoint.url, Signer(parse_secrets(secrets)), endpoint.headers
 
     def _transport_failure(self, exc: BaseException) -> RetryLater | Reject:
         blocked = find_blocked(exc)
@@ -222,6 +244,7 @@ async def open_channel(
     *,
     max_connections: int | None = None,
     resolver: AbstractResolver | None = None,
+    endpoints: EndpointIndex | None = None,
 ) -> AsyncIterator[WebhookChannel]:
     """Open the shared HTTP client and build the channel; the client is closed on exit."""
     signer = Signer.from_setting(settings.webhook_secret)
@@ -244,6 +267,7 @@ async def open_channel(
             signer,
             timeout=settings.webhook_timeout,
             allow_private=settings.webhook_allow_private,
+            endpoints=endpoints,
         )
     finally:
         await client.aclose()
@@ -252,5 +276,15 @@ async def open_channel(
 async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overrides: Any) -> None:
     """Run the webhook consumer group until ``stop`` (``bookgen-events consume webhook``)."""
     concurrency = overrides.get("concurrency") or settings.consumer_concurrency
-    async with open_channel(settings, max_connections=concurrency) as channel:
-        await run_channel(bus, settings, channel, stop, **overrides)
+    # The registered endpoints, kept current while the dispatcher runs (SPEC 9).
+    endpoints = EndpointIndex(EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix))
+    await endpoints.load()
+    follower = asyncio.create_task(endpoints.follow(stop), name="endpoints")
+    try:
+        async with open_channel(
+            settings, max_connections=concurrency, endpoints=endpoints
+        ) as channel:
+            await run_channel(bus, settings, channel, stop, **overrides)
+    finally:
+        stop.set()
+        await follower

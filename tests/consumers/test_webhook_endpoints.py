@@ -1,0 +1,126 @@
+"""Routing to registered endpoints (SPEC 9) through the real dispatcher and a real receiver,
+each delivery verified by the Standard Webhooks reference library with that endpoint's secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from bookgen_events import EventBus, Settings
+from bookgen_events.endpoints import EndpointRegistry, split_recipient
+from consumers.logrows import outcome_row
+from consumers.webhook import serve
+from tests.support.outcomes import dead_letters, final_outcomes
+from tests.support.waits import eventually
+from tests.support.webhooks import SECRET, Receiver, Reply
+
+
+def completion(job_id: str, url: str | None = None) -> dict:
+    return {
+        "type": "completion",
+        "job_id": job_id,
+        "data": {"biography_id": 7, "character_name": "Ada Lovelace", "status": "completed"},
+        "webhook_url": url,
+    }
+
+
+@pytest.fixture
+def registry(bus: EventBus) -> EndpointRegistry:
+    return EndpointRegistry.for_prefix(bus.redis, bus.names.prefix)
+
+
+@pytest.fixture
+async def dispatcher(bus: EventBus, webhook_settings: Settings) -> AsyncIterator[None]:
+    """``consume webhook`` as it runs in production: the channel and the endpoint index."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(bus, webhook_settings, stop))
+    await asyncio.sleep(0.2)  # its index loaded, its group in place
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+def verified(secret: str, request) -> dict:  # type: ignore[no-untyped-def]
+    return Webhook(secret).verify(request.body, request.headers)  # type: ignore[no-any-return]
+
+
+async def test_each_matching_endpoint_gets_its_own_signed_delivery(
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+) -> None:
+    """One event: its own webhook_url and every enabled, matching endpoint, each signed with
+    its own secret; filtered-out and disabled endpoints get nothing."""
+    everything = await registry.create({"url": receiver.url("all"), "headers": {"X-Team": "books"}})
+    completed = await registry.create(
+        {"url": receiver.url("done"), "event_types": ["job.completed"]}
+    )
+    await registry.create({"url": receiver.url("other"), "job_ids": ["other-job"]})
+    await registry.create({"url": receiver.url("off"), "disabled": True})
+    await registry.create({"url": receiver.url("progress"), "event_types": ["job.progress"]})
+    await asyncio.sleep(1.5)  # the dispatcher's index follows the registry (within its poll)
+
+    await bus.emit(completion("1", receiver.url("own")))
+    finals = await final_outcomes(bus, 3)
+    assert {o.status for o in finals} == {"delivered"}
+
+    assert verified(everything.secret, receiver.at("all")[0])["event"] == "job.completed"
+    assert receiver.at("all")[0].headers["x-team"] == "books"
+    assert verified(completed.secret, receiver.at("done")[0])["biography_id"] == 7
+    assert verified(SECRET, receiver.at("own")[0])["job_id"] == "1"
+    with pytest.raises(Exception):  # noqa: B017 - the verifier's own error type
+        verified(SECRET, receiver.at("all")[0])  # not the global secret: its own
+    assert receiver.at("other") == receiver.at("off") == receiver.at("progress") == []
+
+    rows = {split_recipient(o.recipient): outcome_row(o) for o in finals}
+    row = rows[(everything.id, receiver.url("all"))]
+    assert row["recipient"] == receiver.url("all")
+    assert row["notification_metadata"]["endpoint_id"] == everything.id
+
+
+async def test_a_change_reaches_a_running_dispatcher_and_rotation_signs_with_both(
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+) -> None:
+    """An endpoint added after the dispatcher started receives within 2 s, no restart; after a
+    rotation, each delivery verifies with the new secret and, in the grace window, the old."""
+    added = await registry.create({"url": receiver.url("late")})
+    started = time.monotonic()
+
+    async def delivered() -> bool:
+        await bus.emit(completion(f"j{time.monotonic_ns()}"))
+        await asyncio.sleep(0.1)
+        return bool(receiver.at("late"))
+
+    await eventually(delivered, 5, "a delivery to the new endpoint")
+    assert time.monotonic() - started < 2.5
+    rotated = await registry.rotate_secret(added.id, grace_s=60)
+    await asyncio.sleep(1.5)
+    before = len(receiver.at("late"))
+    await bus.emit(completion("after-rotation"))
+    await eventually(lambda: len(receiver.at("late")) > before, 10, "a delivery after rotation")
+    (last,) = [r for r in receiver.at("late") if json.loads(r.body)["job_id"] == "after-rotation"]
+    assert verified(rotated.secret, last)["job_id"] == "after-rotation"
+    assert verified(added.secret, last)["job_id"] == "after-rotation"  # the grace window
+
+
+async def test_a_retry_due_to_an_endpoint_disabled_meanwhile_is_dead_lettered(
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+) -> None:
+    """The retry of an endpoint disabled since its first attempt is not sent: it is
+    dead-lettered with the reason (and ``recover`` can send it once re-enabled)."""
+    receiver.script("flaky", [Reply(503, {"Retry-After": "2"})])
+    endpoint = await registry.create({"url": receiver.url("flaky")})
+    await asyncio.sleep(1.5)
+    await bus.emit(completion("x"))
+    await eventually(lambda: len(receiver.at("flaky")) == 1, 10, "the first attempt")
+    await registry.disable(endpoint.id, "receiver decommissioned")
+    (final,) = await final_outcomes(bus, 1, within=15)
+    assert (final.status, final.attempt) == ("failed", 2)
+    (letter,) = await dead_letters(bus)
+    assert "disabled" in letter.reason and "receiver decommissioned" in letter.reason
+    assert len(receiver.at("flaky")) == 1  # the retry never went out
