@@ -145,6 +145,12 @@ class Endpoint(_Fields):
             return False
         return self.user_ids is None or event.user_id in self.user_ids
 
+    def wants(self, event: Event) -> bool:
+        """Whether ``event`` passes every filter, its type included (the index routes by type
+        itself; a replay to one endpoint asks this)."""
+        types = self.event_types
+        return (types is None or WEBHOOK_EVENT_NAMES[event.type] in types) and self.matches(event)
+
     def public(self) -> dict[str, Any]:
         """The endpoint as shown after creation: everything but its secrets."""
         return self.model_dump(exclude={"secret", "previous_secret"})

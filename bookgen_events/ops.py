@@ -6,7 +6,7 @@ from typing import Any
 
 from .bus import EventBus
 from .channel import DEAD_LETTER_GROUPS
-from .outcomes import now_ms
+from .outcomes import Outcome, now_ms
 
 _LAG_COUNT_CAP = 100_000
 
@@ -108,3 +108,50 @@ async def status(bus: EventBus) -> dict[str, Any]:
             "used_memory_human": memory.get("used_memory_human"),
         },
     }
+
+
+# -- endpoints (SPEC 9) -------------------------------------------------------------------------
+
+#: How many of the newest outcomes ``endpoint_attempts`` looks through: the view is "recent".
+ATTEMPTS_SCAN = 10_000
+
+
+async def endpoint_attempts(
+    bus: EventBus, endpoint_id: str, *, limit: int = 50, scan: int = ATTEMPTS_SCAN
+) -> list[dict[str, Any]]:
+    """The endpoint's most recent delivery attempts, newest first: event id, time, status,
+    status code, time taken, error. Bounded: only the newest ``scan`` outcomes are read."""
+    prefix = f"{endpoint_id} "
+    found: list[dict[str, Any]] = []
+    for entry_id, fields in await bus.revrange(count=scan, stream=bus.names.deliveries):
+        if not fields.get("recipient", "").startswith(prefix):
+            continue
+        outcome = Outcome.from_fields(fields)
+        found.append(
+            {
+                "outcome_id": entry_id,
+                "event_id": outcome.event_id,
+                "at_ms": outcome.at_ms,
+                "attempt": outcome.attempt,
+                "status": outcome.status,
+                "final": outcome.final,
+                "status_code": outcome.status_code,
+                "duration_ms": outcome.duration_ms,
+                "error": outcome.error or None,
+            }
+        )
+        if len(found) >= limit:
+            break
+    return found
+
+
+async def recover_endpoint(bus: EventBus, endpoint_id: str, since_ms: int) -> tuple[int, int]:
+    """Redeliver what was dead-lettered for the endpoint since ``since_ms`` (its retries
+    exhausted, or it was disabled): ``(redriven, poison left)``."""
+    prefix = f"{endpoint_id} "
+    letters = await bus.dead_letters.letters("webhook")
+    ids = [i for i, d in letters if d.recipient.startswith(prefix) and d.at_ms >= since_ms]
+    if not ids:
+        return 0, 0
+    count, poison = await bus.dead_letters.redrive("webhook", ids)
+    return count, len(poison)

@@ -86,12 +86,14 @@ async def replay(
     on_progress: Callable[[int, int], None] | None = None,
     chunk: int = 1000,
     recipients: Recipients | None = None,
+    only: str | None = None,
 ) -> ReplayResult:
     """Schedule every retained event in ``[start, end]`` matching the filters for ``channel``.
 
     Only events the channel has a recipient for count and are scheduled (``recipients``,
     default :func:`event_recipients`): an event without a ``webhook_url`` is no webhook
-    redelivery.
+    redelivery. With ``only``, each is redelivered to that one recipient (an endpoint),
+    else to every recipient the channel finds for it then.
     """
     if channel not in GROUP_CHANNELS:
         raise OffsetError(
@@ -139,7 +141,7 @@ async def replay(
                 continue
             result.matched += 1
             result.event_ids.append(event.id)
-            batch.append((Scheduled(fields[WIRE_FIELD], entry_id, 1, None, "replay"), now_ms()))
+            batch.append((Scheduled(fields[WIRE_FIELD], entry_id, 1, only, "replay"), now_ms()))
         if batch and not dry_run:
             result.scheduled += await bus.scheduled.add(channel, batch)
         cursor = entries[-1][0]

@@ -2,13 +2,15 @@
 
 ``POST /endpoints`` (201, the endpoint with its ``secret``: shown on creation and on rotation
 only), ``GET /endpoints``, ``GET|PATCH|DELETE /endpoints/{id}``, ``POST
-/endpoints/{id}/rotate-secret`` and ``GET /endpoints/changes`` (the audit trail). Invalid
+/endpoints/{id}/rotate-secret``, ``GET /endpoints/{id}/attempts``, ``POST
+/endpoints/{id}/recover`` and ``GET /endpoints/changes`` (the audit trail). Invalid
 fields are a 422 naming each; an unknown id is a 404; nothing is half-written.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +24,7 @@ from bookgen_events.endpoints import (
     InvalidEndpoint,
 )
 from bookgen_events.jsondepth import too_deep
+from bookgen_events.ops import endpoint_attempts, recover_endpoint
 
 from .access import admin_only, error
 
@@ -105,10 +108,52 @@ async def rotate_secret(request: Request) -> Response:
     return JSONResponse(_with_secret(endpoint))
 
 
+async def attempts(request: Request) -> Response:
+    """The endpoint's recent attempts, newest first (``?limit=``, 1-500, default 50)."""
+    endpoint_id = request.path_params["endpoint_id"]
+    try:
+        limit = int(request.query_params.get("limit", "50"))
+    except ValueError:
+        return error(400, "limit: must be an integer")
+    if not 1 <= limit <= 500:
+        return error(400, "limit: must be between 1 and 500")
+    try:
+        await _registry(request).get(endpoint_id)
+    except EndpointNotFound as exc:
+        return error(404, str(exc))
+    found = await endpoint_attempts(request.app.state.bus, endpoint_id, limit=limit)
+    return JSONResponse({"attempts": found})
+
+
+async def recover(request: Request) -> Response:
+    """``{"since": ISO time}``: redeliver what was dead-lettered for it since then."""
+    endpoint_id = request.path_params["endpoint_id"]
+    body = await json_object(request)
+    if isinstance(body, JSONResponse):
+        return body
+    try:
+        since = datetime.fromisoformat(str(body.get("since", "")).replace("Z", "+00:00"))
+    except ValueError:
+        message = "since: must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"
+        return error(422, message, errors=[{"field": "since", "message": message}])
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    try:
+        await _registry(request).get(endpoint_id)
+    except EndpointNotFound as exc:
+        return error(404, str(exc))
+    count, poison = await recover_endpoint(
+        request.app.state.bus, endpoint_id, int(since.timestamp() * 1000)
+    )
+    return JSONResponse({"redriven": count, "poison_skipped": poison})
+
+
 ROUTES: list[BaseRoute] = [
     Route("/endpoints", admin_only(create), methods=["POST"]),
     Route("/endpoints", admin_only(list_all), methods=["GET"]),
     Route("/endpoints/changes", admin_only(changes), methods=["GET"]),
     Route("/endpoints/{endpoint_id}", admin_only(one), methods=["GET", "PATCH", "DELETE"]),
     Route("/endpoints/{endpoint_id}/rotate-secret", admin_only(rotate_secret), methods=["POST"]),
+    Route("/endpoints/{endpoint_id}/attempts", admin_only(attempts), methods=["GET"]),
+    Route("/endpoints/{endpoint_id}/recover", admin_only(recover), methods=["POST"]),
 ]

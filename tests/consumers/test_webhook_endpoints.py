@@ -12,7 +12,9 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bookgen_events import EventBus, Settings
-from bookgen_events.endpoints import EndpointRegistry, split_recipient
+from bookgen_events.endpoints import EndpointRegistry, endpoint_recipient, split_recipient
+from bookgen_events.ops import endpoint_attempts, recover_endpoint
+from bookgen_events.replay import replay
 from consumers.logrows import outcome_row
 from consumers.webhook import serve
 from tests.support.outcomes import dead_letters, final_outcomes
@@ -124,3 +126,35 @@ async def test_a_retry_due_to_an_endpoint_disabled_meanwhile_is_dead_lettered(
     (letter,) = await dead_letters(bus)
     assert "disabled" in letter.reason and "receiver decommissioned" in letter.reason
     assert len(receiver.at("flaky")) == 1  # the retry never went out
+
+    attempts = await endpoint_attempts(bus, endpoint.id)
+    assert [(a["attempt"], a["status"], a["status_code"]) for a in attempts] == [
+        (2, "failed", None), (1, "failed", 503),
+    ]  # fmt: skip
+    await registry.update(endpoint.id, {"disabled": False})
+    await asyncio.sleep(1.5)
+    assert await recover_endpoint(bus, endpoint.id, since_ms=letter.at_ms + 1) == (0, 0)
+    assert await recover_endpoint(bus, endpoint.id, since_ms=letter.at_ms) == (1, 0)
+    await eventually(lambda: len(receiver.at("flaky")) == 2, 10, "the recovered delivery")
+    assert await dead_letters(bus) == []
+
+
+async def test_replay_to_one_endpoint_redelivers_only_what_it_wants(
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+) -> None:
+    """``replay webhook --endpoint ID``: that endpoint alone, only the events its filters want."""
+    target = await registry.create({"url": receiver.url("t"), "job_ids": ["1"]})
+    await registry.create({"url": receiver.url("bystander")})
+    await asyncio.sleep(1.5)
+    first = await bus.emit(completion("1"))
+    await bus.emit(completion("2"))
+    await final_outcomes(bus, 3)
+    recipient = endpoint_recipient(target)
+    result = await replay(
+        bus, "webhook", first, recipients=lambda e: [recipient] if target.wants(e) else [],
+        only=recipient,
+    )  # fmt: skip
+    assert (result.matched, result.no_recipient) == (1, 1)
+    await eventually(lambda: len(receiver.at("t")) == 2, 10, "the replayed delivery")
+    assert len(receiver.at("bystander")) == 2  # its two first deliveries, nothing replayed
+    assert {r.webhook_id for r in receiver.at("t")} == {receiver.at("t")[0].webhook_id}

@@ -24,7 +24,8 @@ async def http(start_gateway, gateway_settings: Settings):  # type: ignore[no-un
 async def test_endpoints_need_the_admin_key(http: httpx.AsyncClient) -> None:
     for method, path in [("POST", "/endpoints"), ("GET", "/endpoints"), ("GET", "/endpoints/x"),
                          ("PATCH", "/endpoints/x"), ("DELETE", "/endpoints/x"),
-                         ("POST", "/endpoints/x/rotate-secret"), ("GET", "/endpoints/changes")]:  # fmt: skip
+                         ("POST", "/endpoints/x/rotate-secret"), ("GET", "/endpoints/changes"),
+                         ("GET", "/endpoints/x/attempts"), ("POST", "/endpoints/x/recover")]:  # fmt: skip
         response = await http.request(method, path, headers={"Authorization": ""})
         assert response.status_code == 401, (method, path)
 
@@ -80,3 +81,20 @@ async def test_malformed_bodies_and_unknown_ids(http: httpx.AsyncClient) -> None
     assert (await http.patch("/endpoints/ep_nope", json={"disabled": True})).status_code == 404
     assert (await http.post("/endpoints/ep_nope/rotate-secret")).status_code == 404
     assert (await http.delete("/endpoints/ep_nope")).status_code == 404
+
+
+async def test_attempts_and_recover_routes(http: httpx.AsyncClient) -> None:
+    """Shapes and refusals; what they return is proved against a real dispatcher in
+    tests/consumers/test_webhook_endpoints.py."""
+    endpoint_id = (await http.post("/endpoints", json={"url": URL})).json()["id"]
+    r = await http.get(f"/endpoints/{endpoint_id}/attempts")
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.json() == {"attempts": []}
+    assert (await http.get(f"/endpoints/{endpoint_id}/attempts?limit=0")).status_code == 400
+    assert (await http.get("/endpoints/ep_nope/attempts")).status_code == 404
+    since = {"since": "2026-01-01T00:00:00Z"}
+    recovered = await http.post(f"/endpoints/{endpoint_id}/recover", json=since)
+    assert recovered.json() == {"redriven": 0, "poison_skipped": 0}
+    bad = await http.post(f"/endpoints/{endpoint_id}/recover", json={"since": "yesterday"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "since"
+    assert (await http.post("/endpoints/ep_nope/recover", json=since)).status_code == 404

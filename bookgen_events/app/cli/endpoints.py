@@ -1,4 +1,5 @@
-"""``endpoints add|list|show|update|rm|rotate-secret|enable|disable``: the registry (SPEC 9).
+"""``endpoints add|list|show|update|rm|rotate-secret|enable|disable|attempts|recover``:
+the registry (SPEC 9).
 
 Each prints the endpoint as JSON; ``add`` and ``rotate-secret`` include its ``secret``,
 shown then and never again.
@@ -10,10 +11,12 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ...endpoints import Endpoint, EndpointRegistry
 from ...events import WEBHOOK_EVENT_NAMES
+from ...ops import endpoint_attempts, recover_endpoint
 from ...settings import Settings
 from ..runner import open_bus
 from .base import Add, print_json
@@ -89,11 +92,33 @@ async def _disable(registry: EndpointRegistry, args: argparse.Namespace, _: Sett
     return _shown(await registry.disable(args.id, args.reason))
 
 
+async def _attempts(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
+    await registry.get(args.id)
+    return await endpoint_attempts(args.bus, args.id, limit=args.limit)
+
+
+async def _recover(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
+    await registry.get(args.id)
+    since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    count, poison = await recover_endpoint(args.bus, args.id, int(since.timestamp() * 1000))
+    return {"redriven": count, "poison_skipped": poison}
+
+
 def cmd_endpoints(args: argparse.Namespace, settings: Settings) -> int:
     action: Action = args.action
+    if getattr(args, "since", None) is not None:
+        try:
+            datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"--since {args.since!r} is not an ISO time (2026-01-31T12:00Z)"
+            ) from None
 
     async def go() -> Any:
         async with open_bus(settings) as bus:
+            args.bus = bus
             registry = EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix)
             return await action(registry, args, settings)
 
@@ -142,6 +167,12 @@ def register(add: Add) -> None:
     p = action("update", _update, "Change an endpoint's fields.")
     p.add_argument("id")
     _filters(p, url_required=False)
+    p = action("attempts", _attempts, "Its most recent delivery attempts, newest first.")
+    p.add_argument("id")
+    p.add_argument("--limit", type=int, default=50)
+    p = action("recover", _recover, "Redeliver what was dead-lettered for it since a time.")
+    p.add_argument("id")
+    p.add_argument("--since", required=True, help="an ISO time, e.g. 2026-01-31T12:00:00Z")
     p = action("disable", _disable, "Stop delivering to it, with a reason.")
     p.add_argument("id")
     p.add_argument("--reason", default="disabled by an operator")

@@ -11,6 +11,7 @@ from consumers.logger import DatabaseUnavailable, rebuild
 
 from ...channel import DEAD_LETTER_GROUPS, GROUP_CHANNELS
 from ...credentials import redact_url
+from ...endpoints import EndpointRegistry, endpoint_recipient
 from ...errors import Unreachable
 from ...events import EventType
 from ...outcomes import now_ms
@@ -26,8 +27,20 @@ from .base import Add, print_json
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import Progress
 
+    if args.endpoint and args.channel != "webhook":
+        raise ValueError("--endpoint replays to one webhook endpoint: use it with `replay webhook`")
+
     async def go() -> Any:
         async with open_bus(settings) as bus:
+            targeting: dict[str, Any] = {}
+            if args.endpoint:  # to that endpoint only, the events its filters want
+                registry = EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix)
+                endpoint = await registry.get(args.endpoint)
+                recipient = endpoint_recipient(endpoint)
+                targeting = {
+                    "recipients": lambda e: [recipient] if endpoint.wants(e) else [],
+                    "only": recipient,
+                }
             with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
                 task = progress.add_task("scanning", total=None)
                 return await replay(
@@ -41,11 +54,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                     on_progress=lambda done, total: progress.update(
                         task, completed=done, total=total
                     ),
+                    **targeting,
                 )
 
     result = asyncio.run(go())
     verb = "would redeliver" if result.dry_run else "scheduled for redelivery"
     target = "webhook_url" if result.channel == "webhook" else "emails"
+    if args.endpoint:
+        target = f"a match for endpoint {args.endpoint}"
     notes = [
         f"{result.no_recipient} matching events without {target} skipped"
         if result.no_recipient
@@ -210,6 +226,7 @@ def register(add: Add) -> None:
     p.add_argument("--job-id", help="only this job's events")
     p.add_argument("--type", choices=[t.value for t in EventType], help="only this type")
     p.add_argument("--dry-run", action="store_true", help="list what would be redelivered")
+    p.add_argument("--endpoint", metavar="ID", help="redeliver to this webhook endpoint only")
     p = add("dlq", cmd_dlq, "List, redrive or purge a channel's dead letters.")
     p.add_argument("channel", help="webhook, email or logger (the channels with dead letters)")
     p.add_argument("--redrive", action="store_true", help="send them back through the channel")
