@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from redis.exceptions import RedisError
 
-from .endpoints import Endpoint, EndpointNotFound, EndpointRegistry
+from .endpoints import Endpoint, EndpointNotFound, EndpointRegistry, endpoint_recipient
 from .events import WEBHOOK_EVENT_NAMES, Event, EventType
 from .logs import get_logger
 
@@ -29,6 +29,12 @@ class EndpointIndex:
         self.position = "0-0"  # the last change applied
         self._endpoints: dict[str, Endpoint] = {}
         self._by_type: dict[EventType, tuple[Endpoint, ...]] = {}
+        # Per (event type, endpoint type): the recipients of endpoints without job or user
+        # filters, ready-made, and the filtered endpoints with theirs. Routing one event
+        # against the 100 of 10,000 endpoints that want its type, half of them filtered by
+        # job: ~30 us building each recipient per event, ~11 us this way (bench/routing.py).
+        self._routes: dict[tuple[EventType, str], tuple[list[str], list[tuple[Endpoint, str]]]]
+        self._routes = {}
 
     def __len__(self) -> int:
         return len(self._endpoints)
@@ -74,6 +80,17 @@ class EndpointIndex:
             if (endpoint_type is None or e.type == endpoint_type) and e.matches(event)
         ]
 
+    def recipients(self, event: Event, endpoint_type: str) -> list[str]:
+        """The recipients (:func:`endpoint_recipient`) of the enabled endpoints of
+        ``endpoint_type`` that want ``event``: what a channel delivers it to."""
+        route = self._routes.get((event.type, endpoint_type))
+        if route is None:
+            return []
+        everyone, filtered = route
+        if not filtered:
+            return list(everyone)
+        return everyone + [r for e, r in filtered if e.matches(event)]
+
     def get(self, endpoint_id: str) -> Endpoint | None:
         """The endpoint as this view knows it now (None once deleted)."""
         return self._endpoints.get(endpoint_id)
@@ -92,3 +109,13 @@ class EndpointIndex:
             for kind in kinds:
                 by_type[kind].append(endpoint)
         self._by_type = {kind: tuple(found) for kind, found in by_type.items()}
+        routes: dict[tuple[EventType, str], tuple[list[str], list[tuple[Endpoint, str]]]] = {}
+        for kind, found in self._by_type.items():
+            for endpoint in found:
+                everyone, filtered = routes.setdefault((kind, endpoint.type), ([], []))
+                recipient = endpoint_recipient(endpoint)
+                if endpoint.job_ids is None and endpoint.user_ids is None:
+                    everyone.append(recipient)
+                else:
+                    filtered.append((endpoint, recipient))
+        self._routes = routes

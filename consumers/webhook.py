@@ -37,7 +37,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from bookgen_events.bus import EventBus
 from bookgen_events.endpoint_index import EndpointIndex
-from bookgen_events.endpoints import EndpointRegistry, endpoint_recipient, split_recipient
+from bookgen_events.endpoints import EndpointRegistry, split_recipient
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.events import WEBHOOK_EVENT_NAMES, Event
 from bookgen_events.logs import get_logger
@@ -162,7 +162,7 @@ class WebhookChannel:
         own = [event.webhook_url] if event.webhook_url else []
         if self._endpoints is None:
             return own
-        return own + [endpoint_recipient(e) for e in self._endpoints.matching(event, "webhook")]
+        return own + self._endpoints.recipients(event, "webhook")
 
     def rate_limit_key(self, event: Event, recipient: str) -> str:
         return recipient
