@@ -11,6 +11,7 @@ For ``STREAM_PREFIX=bookgen``:
   per-hour windows of one recipient
 - ``bookgen:endpoints``, ``bookgen:subscribers``  registered endpoints and subscriber
   profiles (hashes: id -> JSON), each with its audit stream ``...:changes``
+- ``bookgen:endpoints:health``  each failing endpoint's window (since, count), for auto-disable
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class StreamNames:
         self.deliveries = f"{prefix}:deliveries"
         self.endpoints = f"{prefix}:endpoints"
         self.subscribers = f"{prefix}:subscribers"
+        self.endpoint_health = f"{prefix}:endpoints:health"
 
     @staticmethod
     def changes(registry: str) -> str:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
 
     # Endpoints (SPEC 9): the old secret keeps signing this long after a rotation
     endpoint_secret_grace: Duration = _duration("24h")
+    # ... and one whose every delivery failed this long, this often, is disabled (Svix's)
+    endpoint_disable_after: Duration = _duration("5d")
+    endpoint_disable_min_failures: int = Field(10, ge=1)
 
     # Subscribers (SPEC 9): one-click unsubscribe links point at the gateway's public URL
     public_url: str | None = None  # default: the gateway's own http://HOST:PORT

@@ -34,10 +34,12 @@ import httpx
 import pydantic_core
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
+from redis.exceptions import RedisError
 
 from bookgen_events.bus import EventBus
+from bookgen_events.endpoint_health import EndpointHealth
 from bookgen_events.endpoint_index import EndpointIndex
-from bookgen_events.endpoints import EndpointRegistry, split_recipient
+from bookgen_events.endpoints import Endpoint, EndpointRegistry, split_recipient
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.events import WEBHOOK_EVENT_NAMES, Event
 from bookgen_events.logs import get_logger
@@ -150,8 +152,10 @@ class WebhookChannel:
         timeout: float,
         allow_private: bool = False,
         endpoints: EndpointIndex | None = None,
+        health: EndpointHealth | None = None,
     ) -> None:
         self._client = client
+        self._health = health
         self._signer = signer
         self._timeout = timeout
         self._allow_private = allow_private
@@ -169,7 +173,21 @@ class WebhookChannel:
 
     async def deliver(self, event: Event, recipient: str) -> int:
         """POST once; return the 2xx status, or raise RetryLater / Reject."""
-        url, signer, extra = self._target(recipient)
+        endpoint_id, url = split_recipient(recipient)
+        if endpoint_id is None:
+            return await self._post(event, url, self._signer, {})
+        endpoint = self._endpoint(endpoint_id)
+        # Its own secret; during a rotation's grace the previous one signs beside it.
+        signer = Signer(parse_secrets(" ".join(endpoint.secrets_at(time.time()))))
+        try:
+            status = await self._post(event, endpoint.url, signer, endpoint.headers)
+        except (RetryLater, Reject) as exc:
+            await self._health_says(endpoint, exc.reason)
+            raise
+        await self._health_says(endpoint, None)
+        return status
+
+    async def _post(self, event: Event, url: str, signer: Signer, extra: dict[str, str]) -> int:
         try:
             check_url(url, allow_private=self._allow_private)
         except SSRFBlocked as exc:
@@ -186,19 +204,27 @@ class WebhookChannel:
             raise self._transport_failure(exc) from None
         return self._status(response)
 
-    def _target(self, recipient: str) -> tuple[str, Signer, dict[str, str]]:
-        """Where to POST, signed with which secrets, with which extra headers."""
-        endpoint_id, url = split_recipient(recipient)
-        if endpoint_id is None:
-            return url, self._signer, {}
+    def _endpoint(self, endpoint_id: str) -> Endpoint:
+        """The endpoint as the index knows it now; a retry to one deleted or disabled since
+        is not sent (dead-lettered with why: ``recover`` sends it once it is back)."""
         endpoint = self._endpoints.get(endpoint_id) if self._endpoints is not None else None
         if endpoint is None:
             raise Reject(f"endpoint {endpoint_id} was deleted")
         if endpoint.disabled:
             raise Reject(f"endpoint {endpoint_id} is disabled: {endpoint.disabled_reason or ''}")
-        # Its own secret; during a rotation's grace the previous one signs beside it.
-        secrets = " ".join(endpoint.secrets_at(time.time()))
-        return endpoint.url, Signer(parse_secrets(secrets)), endpoint.headers
+        return endpoint
+
+    async def _health_says(self, endpoint: Endpoint, failure: str | None) -> None:
+        """Count the attempt towards auto-disable; never at the cost of the delivery."""
+        if self._health is None:
+            return
+        try:
+            if failure is None:
+                await self._health.succeeded(endpoint)
+            else:
+                await self._health.failed(endpoint, failure)
+        except (RedisError, OSError) as exc:
+            log.warning("endpoint health not recorded", endpoint_id=endpoint.id, error=str(exc))
 
     def _transport_failure(self, exc: BaseException) -> RetryLater | Reject:
         blocked = find_blocked(exc)
@@ -245,6 +271,7 @@ async def open_channel(
     max_connections: int | None = None,
     resolver: AbstractResolver | None = None,
     endpoints: EndpointIndex | None = None,
+    health: EndpointHealth | None = None,
 ) -> AsyncIterator[WebhookChannel]:
     """Open the shared HTTP client and build the channel; the client is closed on exit."""
     signer = Signer.from_setting(settings.webhook_secret)
@@ -268,6 +295,7 @@ async def open_channel(
             timeout=settings.webhook_timeout,
             allow_private=settings.webhook_allow_private,
             endpoints=endpoints,
+            health=health,
         )
     finally:
         await client.aclose()
@@ -277,12 +305,22 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
     """Run the webhook consumer group until ``stop`` (``bookgen-events consume webhook``)."""
     concurrency = overrides.get("concurrency") or settings.consumer_concurrency
     # The registered endpoints, kept current while the dispatcher runs (SPEC 9).
-    endpoints = EndpointIndex(EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix))
+    registry = EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix)
+    endpoints = EndpointIndex(registry)
     await endpoints.load()
+    health = EndpointHealth(
+        bus.redis,
+        bus.names,
+        registry,
+        bus.emit,
+        disable_after_s=settings.endpoint_disable_after,
+        min_failures=settings.endpoint_disable_min_failures,
+        admin_emails=settings.admin_emails,
+    )
     follower = asyncio.create_task(endpoints.follow(stop), name="endpoints")
     try:
         async with open_channel(
-            settings, max_connections=concurrency, endpoints=endpoints
+            settings, max_connections=concurrency, endpoints=endpoints, health=health
         ) as channel:
             await run_channel(bus, settings, channel, stop, **overrides)
     finally:

@@ -13,6 +13,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bookgen_events import EventBus, Settings
 from bookgen_events.endpoints import EndpointRegistry, endpoint_recipient, split_recipient
+from bookgen_events.events import decode
 from bookgen_events.ops import endpoint_attempts, recover_endpoint
 from bookgen_events.replay import replay
 from consumers.logrows import outcome_row
@@ -158,3 +159,44 @@ async def test_replay_to_one_endpoint_redelivers_only_what_it_wants(
     await eventually(lambda: len(receiver.at("t")) == 2, 10, "the replayed delivery")
     assert len(receiver.at("bystander")) == 2  # its two first deliveries, nothing replayed
     assert {r.webhook_id for r in receiver.at("t")} == {receiver.at("t")[0].webhook_id}
+
+
+async def test_an_endpoint_that_only_fails_is_disabled_and_operators_are_told(
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, webhook_settings: Settings
+) -> None:
+    """Past ENDPOINT_DISABLE_AFTER of nothing but failures (and at least the minimum count),
+    the endpoint is disabled with the reason and an admin_alert is emitted; a healthy
+    endpoint beside it is untouched; re-enabling starts a new window."""
+    settings = webhook_settings.model_copy(
+        update={"endpoint_disable_after": 0.3, "endpoint_disable_min_failures": 3,
+                "admin_emails": ["ops@example.com"]}
+    )  # fmt: skip
+    receiver.script("down", [], then=Reply(500))
+    failing = await registry.create({"url": receiver.url("down"), "event_types": ["job.completed"]})
+    healthy = await registry.create({"url": receiver.url("up"), "event_types": ["job.completed"]})
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(bus, settings, stop))
+    try:
+        await asyncio.sleep(0.3)
+        await bus.emit(completion("1"))
+
+        async def disabled() -> bool:
+            return (await registry.get(failing.id)).disabled
+
+        await eventually(disabled, 15, "the failing endpoint to be disabled")
+        reason = (await registry.get(failing.id)).disabled_reason or ""
+        assert "every delivery failed" in reason and "HTTP 500" in reason
+        assert not (await registry.get(healthy.id)).disabled
+
+        alerts = [decode(f) for _, f in await bus.range() if decode(f).type == "admin_alert"]
+        (alert,) = alerts
+        assert alert.data.alert_type == "endpoint_disabled"  # type: ignore[union-attr]
+        assert alert.data.metadata["endpoint_id"] == failing.id  # type: ignore[union-attr]
+        assert alert.data.metadata["url"] == receiver.url("down")  # type: ignore[union-attr]
+        assert alert.emails == ["ops@example.com"]
+        assert (await registry.changes())[0]["op"] == "disabled"
+    finally:
+        stop.set()
+        await task
+    health = await bus.redis.hget(bus.names.endpoint_health, failing.id)
+    assert health is None  # the window closed with the disabling: re-enabling starts afresh

@@ -12,8 +12,8 @@ from bookgen_events import scripts
 def test_every_script_file_loads_with_its_placeholders_filled() -> None:
     """Each .lua file in the package loads; only commit.lua takes values, and needs them all."""
     names = sorted(p.name[:-4] for p in files(scripts).iterdir() if p.name.endswith(".lua"))
-    assert names == ["claim_due", "commit", "emit_many", "rate_limit"]
-    for name in ("claim_due", "emit_many", "rate_limit"):
+    assert names == ["claim_due", "commit", "emit_many", "endpoint_failure", "rate_limit"]
+    for name in ("claim_due", "emit_many", "endpoint_failure", "rate_limit"):
         assert "${" not in scripts.source(name)
     with pytest.raises(KeyError):
         scripts.source("commit")

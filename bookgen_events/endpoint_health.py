@@ -1,0 +1,81 @@
+"""Auto-disable (SPEC 9): an endpoint that only ever fails is switched off, and operators told.
+
+Each failed attempt to an endpoint counts in its failing window (one Redis script, shared by
+every dispatcher replica); any success closes the window. When a window has lasted
+``ENDPOINT_DISABLE_AFTER`` (5 days, Svix's) with at least ``ENDPOINT_DISABLE_MIN_FAILURES``
+(10) failures and nothing else, the endpoint is disabled with the reason and an
+``admin_alert`` (``alert_type`` "endpoint_disabled", the endpoint's id and URL in its
+metadata) is emitted, so operators hear of it on their own channels. A change to the
+endpoint, re-enabling it included, starts a new window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import scripts
+from .endpoints import Endpoint, EndpointRegistry
+from .events import Event
+from .keys import StreamNames
+from .logs import get_logger
+from .outcomes import now_ms
+from .service import EventFactory
+
+log = get_logger("bookgen_events.endpoint_health")
+
+
+class EndpointHealth:
+    """Counts an endpoint's failures, closes its window on success, disables when due."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        names: StreamNames,
+        registry: EndpointRegistry,
+        emit: Callable[[Event], Awaitable[str]],
+        *,
+        disable_after_s: float,
+        min_failures: int,
+        admin_emails: Sequence[str] = (),
+    ) -> None:
+        self._r: Any = redis
+        self.key = names.endpoint_health
+        self.registry = registry
+        self.emit = emit
+        self.disable_after_ms = disable_after_s * 1000
+        self.min_failures = min_failures
+        self._alerts = EventFactory(admin_emails=list(admin_emails))
+        self._failure = scripts.register(redis, "endpoint_failure")
+
+    async def succeeded(self, endpoint: Endpoint) -> None:
+        await self._r.hdel(self.key, endpoint.id)
+
+    async def failed(self, endpoint: Endpoint, reason: str) -> bool:
+        """Count a failure; True when it disabled the endpoint (one replica wins)."""
+        now = now_ms()
+        since, count = await self._failure(
+            keys=[self.key], args=[endpoint.id, now, repr(endpoint.updated_at)]
+        )
+        if count < self.min_failures or now - int(since) < self.disable_after_ms:
+            return False
+        if not await self._r.hdel(self.key, endpoint.id):
+            return False  # another replica is disabling it
+        days = (now - int(since)) / 86_400_000
+        why = f"every delivery failed for {days:.1f} days ({count} attempts); last: {reason}"
+        await self.registry.disable(endpoint.id, why[:500])
+        alert = self._alerts.admin_alert(
+            "endpoint_disabled",
+            f"Endpoint {endpoint.id} ({endpoint.url}) was disabled: {why}"[:1000],
+            metadata={
+                "endpoint_id": endpoint.id,
+                "url": endpoint.url,
+                "failures": count,
+                "failing_since_ms": int(since),
+            },
+        )
+        await self.emit(alert)
+        log.warning("endpoint disabled", endpoint_id=endpoint.id, failures=count)
+        return True
