@@ -31,7 +31,7 @@ from ..errors import Unreachable
 from ..logs import get_logger
 from ..metrics import keep_stream_gauges_fresh
 from ..settings import Settings
-from .workers import WORKERS
+from .workers import consumed_streams, serve_function
 
 log = get_logger("bookgen_events.app.runner")
 
@@ -184,9 +184,14 @@ async def run_workers(
 async def _run_tasks(
     bus: EventBus, settings: Settings, workers: dict[str, dict[str, Any]], stop: asyncio.Event
 ) -> None:
+    # A new group starts at the end of the stream (SPEC 11): the consumers' groups exist
+    # before any worker serves, so nothing emitted once the gateway answers is missed.
+    for name in workers:
+        for stream in consumed_streams(bus, name):
+            await bus.ensure_group(name, stream=stream)
     tasks: list[asyncio.Task[None]] = []
     for name, options in workers.items():
-        serve = WORKERS[name]
+        serve = serve_function(name)
         tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
     tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
     log.info("workers running", workers=sorted(workers))

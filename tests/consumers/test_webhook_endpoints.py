@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -37,17 +37,27 @@ def registry(bus: EventBus) -> EndpointRegistry:
     return EndpointRegistry.for_prefix(bus.redis, bus.names.prefix)
 
 
+Start = Callable[[], Awaitable[None]]
+#: A change reaches a running dispatcher through a blocking XREAD on the registry's change
+#: stream, within milliseconds; this leaves room for a loaded box.
+SEEN = 0.3
+
+
 @pytest.fixture
-async def dispatcher(bus: EventBus, webhook_settings: Settings) -> AsyncIterator[None]:
-    """``consume webhook`` as it runs in production: the channel and the endpoint index."""
+async def start_dispatcher(bus: EventBus, webhook_settings: Settings) -> AsyncIterator[Start]:
+    """``consume webhook`` as it runs in production: the channel and the endpoint index,
+    which loads every endpoint registered before it starts."""
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(bus, webhook_settings, stop))
-    await asyncio.sleep(0.2)  # its index loaded, its group in place
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(serve(bus, webhook_settings, stop)))
+
     try:
-        yield
+        yield start
     finally:
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
 
 
 def verified(secret: str, request) -> dict:  # type: ignore[no-untyped-def]
@@ -55,7 +65,7 @@ def verified(secret: str, request) -> dict:  # type: ignore[no-untyped-def]
 
 
 async def test_each_matching_endpoint_gets_its_own_signed_delivery(
-    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, start_dispatcher: Start
 ) -> None:
     """One event: its own webhook_url and every enabled, matching endpoint, each signed with
     its own secret; filtered-out and disabled endpoints get nothing."""
@@ -66,7 +76,7 @@ async def test_each_matching_endpoint_gets_its_own_signed_delivery(
     await registry.create({"url": receiver.url("other"), "job_ids": ["other-job"]})
     await registry.create({"url": receiver.url("off"), "disabled": True})
     await registry.create({"url": receiver.url("progress"), "event_types": ["job.progress"]})
-    await asyncio.sleep(1.5)  # the dispatcher's index follows the registry (within its poll)
+    await start_dispatcher()
 
     await bus.emit(completion("1", receiver.url("own")))
     finals = await final_outcomes(bus, 3)
@@ -87,10 +97,11 @@ async def test_each_matching_endpoint_gets_its_own_signed_delivery(
 
 
 async def test_a_change_reaches_a_running_dispatcher_and_rotation_signs_with_both(
-    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, start_dispatcher: Start
 ) -> None:
     """An endpoint added after the dispatcher started receives within 2 s, no restart; after a
     rotation, each delivery verifies with the new secret and, in the grace window, the old."""
+    await start_dispatcher()
     added = await registry.create({"url": receiver.url("late")})
     started = time.monotonic()
 
@@ -102,7 +113,7 @@ async def test_a_change_reaches_a_running_dispatcher_and_rotation_signs_with_bot
     await eventually(delivered, 5, "a delivery to the new endpoint")
     assert time.monotonic() - started < 2.5
     rotated = await registry.rotate_secret(added.id, grace_s=60)
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(SEEN)
     before = len(receiver.at("late"))
     await bus.emit(completion("after-rotation"))
     await eventually(lambda: len(receiver.at("late")) > before, 10, "a delivery after rotation")
@@ -112,13 +123,13 @@ async def test_a_change_reaches_a_running_dispatcher_and_rotation_signs_with_bot
 
 
 async def test_a_retry_due_to_an_endpoint_disabled_meanwhile_is_dead_lettered(
-    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, start_dispatcher: Start
 ) -> None:
     """The retry of an endpoint disabled since its first attempt is not sent: it is
     dead-lettered with the reason (and ``recover`` can send it once re-enabled)."""
     receiver.script("flaky", [Reply(503, {"Retry-After": "2"})])
     endpoint = await registry.create({"url": receiver.url("flaky")})
-    await asyncio.sleep(1.5)
+    await start_dispatcher()
     await bus.emit(completion("x"))
     await eventually(lambda: len(receiver.at("flaky")) == 1, 10, "the first attempt")
     await registry.disable(endpoint.id, "receiver decommissioned")
@@ -133,7 +144,7 @@ async def test_a_retry_due_to_an_endpoint_disabled_meanwhile_is_dead_lettered(
         (2, "failed", None), (1, "failed", 503),
     ]  # fmt: skip
     await registry.update(endpoint.id, {"disabled": False})
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(SEEN)
     assert await recover_endpoint(bus, endpoint.id, since_ms=letter.at_ms + 1) == (0, 0)
     assert await recover_endpoint(bus, endpoint.id, since_ms=letter.at_ms) == (1, 0)
     await eventually(lambda: len(receiver.at("flaky")) == 2, 10, "the recovered delivery")
@@ -141,12 +152,12 @@ async def test_a_retry_due_to_an_endpoint_disabled_meanwhile_is_dead_lettered(
 
 
 async def test_replay_to_one_endpoint_redelivers_only_what_it_wants(
-    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, dispatcher: None
+    bus: EventBus, registry: EndpointRegistry, receiver: Receiver, start_dispatcher: Start
 ) -> None:
     """``replay webhook --endpoint ID``: that endpoint alone, only the events its filters want."""
     target = await registry.create({"url": receiver.url("t"), "job_ids": ["1"]})
     await registry.create({"url": receiver.url("bystander")})
-    await asyncio.sleep(1.5)
+    await start_dispatcher()
     first = await bus.emit(completion("1"))
     await bus.emit(completion("2"))
     await final_outcomes(bus, 3)
@@ -177,7 +188,6 @@ async def test_an_endpoint_that_only_fails_is_disabled_and_operators_are_told(
     stop = asyncio.Event()
     task = asyncio.create_task(serve(bus, settings, stop))
     try:
-        await asyncio.sleep(0.3)
         await bus.emit(completion("1"))
 
         async def disabled() -> bool:

@@ -7,8 +7,6 @@ import asyncio
 import sys
 from typing import Any
 
-from consumers.logger import DatabaseUnavailable, rebuild
-
 from ...channel import DEAD_LETTER_GROUPS, GROUP_CHANNELS
 from ...credentials import redact_url
 from ...endpoints import EndpointRegistry, endpoint_recipient
@@ -202,6 +200,7 @@ def _age(row: dict[str, Any]) -> str:
 
 
 def cmd_rebuild_log(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.logger import DatabaseUnavailable, rebuild  # SQLAlchemy: only here
 
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:

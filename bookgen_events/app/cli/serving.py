@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from gateway.app import check_secret
-
 from ...credentials import credentials_notice, ensure_credentials
 from ...embedded import EmbeddedRedis
 from ...replay import position_group
@@ -74,6 +72,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_gateway(settings: Settings, host: str, port: int) -> None:
+    from gateway.app import check_secret  # uvicorn and starlette: only for commands that serve
+
     check_secret(settings)  # no or a short WEBSOCKET_JWT_SECRET
     probe_listen(host, port)
 

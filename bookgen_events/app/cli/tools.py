@@ -12,11 +12,9 @@ from gateway.auth import MIN_SECRET_BYTES, mint_token, weak_secret
 
 from ...errors import ConfigError
 from ...settings import Settings
-from ..demo import run_demo
 from ..runner import (
     open_bus,
 )
-from ..verify import verify
 from .base import Add, print_json
 
 
@@ -53,6 +51,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
+    from ..demo import run_demo  # here, not at the top: see app/workers.py (start-up time)
+
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:
             return await run_demo(
@@ -73,6 +73,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from ..verify import verify  # here: it imports aiohttp, SQLAlchemy and aiosmtplib
 
     async def go() -> list[Any]:
         # No reachability check here: verify reports an unreachable Redis as one of its checks.
