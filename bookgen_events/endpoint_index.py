@@ -28,7 +28,6 @@ class EndpointIndex:
         self.registry = registry
         self.position = "0-0"  # the last change applied
         self._endpoints: dict[str, Endpoint] = {}
-        self._by_type: dict[EventType, tuple[Endpoint, ...]] = {}
         # Per (event type, endpoint type): the recipients of endpoints without job or user
         # filters, ready-made, and the filtered endpoints with theirs. Routing one event
         # against the 100 of 10,000 endpoints that want its type, half of them filtered by
@@ -72,14 +71,6 @@ class EndpointIndex:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def matching(self, event: Event, endpoint_type: str | None = None) -> list[Endpoint]:
-        """The enabled endpoints (of ``endpoint_type``, if given) that want ``event``."""
-        return [
-            e
-            for e in self._by_type.get(event.type, ())
-            if (endpoint_type is None or e.type == endpoint_type) and e.matches(event)
-        ]
-
     def recipients(self, event: Event, endpoint_type: str) -> list[str]:
         """The recipients (:func:`endpoint_recipient`) of the enabled endpoints of
         ``endpoint_type`` that want ``event``: what a channel delivers it to."""
@@ -108,9 +99,8 @@ class EndpointIndex:
             )
             for kind in kinds:
                 by_type[kind].append(endpoint)
-        self._by_type = {kind: tuple(found) for kind, found in by_type.items()}
         routes: dict[tuple[EventType, str], tuple[list[str], list[tuple[Endpoint, str]]]] = {}
-        for kind, found in self._by_type.items():
+        for kind, found in by_type.items():
             for endpoint in found:
                 everyone, filtered = routes.setdefault((kind, endpoint.type), ([], []))
                 recipient = endpoint_recipient(endpoint)

@@ -36,21 +36,29 @@ def event_recipients(channel: str) -> Recipients:
     raise OffsetError(f"no recipients are known for channel {channel!r}")
 
 
+def parse_time_ms(text: str) -> int:
+    """An ISO 8601 time (UTC unless it says otherwise) as Unix milliseconds."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise OffsetError(f"{text!r} is not an ISO time (like 2024-01-01T12:00:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def parse_offset(text: str, *, end: bool = False) -> str:
     """A stream id (``1700000000000-0``) or an ISO 8601 time, as an inclusive stream id."""
     text = text.strip()
     if _STREAM_ID.match(text):
         return text
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        ms = parse_time_ms(text)
+    except OffsetError:
         raise OffsetError(
             f"{text!r} is neither a stream id (like 1700000000000-0) nor an ISO time "
             "(like 2024-01-01T12:00:00Z)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    ms = int(moment.timestamp() * 1000)
     return f"{ms}-{_MAX_SEQ if end else 0}"
 
 

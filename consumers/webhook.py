@@ -317,12 +317,13 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
         min_failures=settings.endpoint_disable_min_failures,
         admin_emails=settings.admin_emails,
     )
-    follower = asyncio.create_task(endpoints.follow(stop), name="endpoints")
+    done = asyncio.Event()  # the follower's own stop: the dispatcher is done, however it ended
+    follower = asyncio.create_task(endpoints.follow(done), name="endpoints")
     try:
         async with open_channel(
             settings, max_connections=concurrency, endpoints=endpoints, health=health
         ) as channel:
             await run_channel(bus, settings, channel, stop, **overrides)
     finally:
-        stop.set()
+        done.set()
         await follower

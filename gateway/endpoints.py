@@ -10,7 +10,6 @@ fields are a 422 naming each; an unknown id is a 404; nothing is half-written.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -23,8 +22,10 @@ from bookgen_events.endpoints import (
     EndpointRegistry,
     InvalidEndpoint,
 )
+from bookgen_events.errors import OffsetError
 from bookgen_events.jsondepth import too_deep
 from bookgen_events.ops import endpoint_attempts, recover_endpoint
+from bookgen_events.replay import parse_time_ms
 
 from .access import admin_only, error
 
@@ -132,19 +133,14 @@ async def recover(request: Request) -> Response:
     if isinstance(body, JSONResponse):
         return body
     try:
-        since = datetime.fromisoformat(str(body.get("since", "")).replace("Z", "+00:00"))
-    except ValueError:
-        message = "since: must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z"
-        return error(422, message, errors=[{"field": "since", "message": message}])
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+        since_ms = parse_time_ms(str(body.get("since", "")))
+    except OffsetError as exc:
+        return error(422, f"since: {exc}", errors=[{"field": "since", "message": str(exc)}])
     try:
         await _registry(request).get(endpoint_id)
     except EndpointNotFound as exc:
         return error(404, str(exc))
-    count, poison = await recover_endpoint(
-        request.app.state.bus, endpoint_id, int(since.timestamp() * 1000)
-    )
+    count, poison = await recover_endpoint(request.app.state.bus, endpoint_id, since_ms)
     return JSONResponse({"redriven": count, "poison_skipped": poison})
 
 

@@ -11,17 +11,29 @@ import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
+from ...bus import EventBus
 from ...endpoints import Endpoint, EndpointRegistry
 from ...events import WEBHOOK_EVENT_NAMES
 from ...ops import endpoint_attempts, recover_endpoint
+from ...replay import parse_time_ms
 from ...settings import Settings
 from ..runner import open_bus
 from .base import Add, print_json
 
-Action = Callable[[EndpointRegistry, argparse.Namespace, Settings], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class Context:
+    """What an action works with: the registry, the bus it lives beside, the settings."""
+
+    registry: EndpointRegistry
+    bus: EventBus
+    settings: Settings
+
+
+Action = Callable[[Context, argparse.Namespace], Awaitable[Any]]
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,77 +62,68 @@ def _shown(endpoint: Endpoint, *, secret: bool = False) -> dict[str, Any]:
     return {**endpoint.public(), **({"secret": endpoint.secret} if secret else {})}
 
 
-async def _add(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
+async def _add(ctx: Context, args: argparse.Namespace) -> Any:
     fields = _fields(args)
     if args.secret:
         fields["secret"] = args.secret
     if args.disabled:
         fields["disabled"] = True
-    return _shown(await registry.create(fields), secret=True)
+    return _shown(await ctx.registry.create(fields), secret=True)
 
 
-async def _list(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    return [e.public() for e in await registry.all()]
+async def _list(ctx: Context, args: argparse.Namespace) -> Any:
+    return [e.public() for e in await ctx.registry.all()]
 
 
-async def _show(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    return _shown(await registry.get(args.id))
+async def _show(ctx: Context, args: argparse.Namespace) -> Any:
+    return _shown(await ctx.registry.get(args.id))
 
 
-async def _update(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
+async def _update(ctx: Context, args: argparse.Namespace) -> Any:
     fields = _fields(args)
     if not fields:
         raise ValueError("nothing to change: give at least one option")
-    return _shown(await registry.update(args.id, fields))
+    return _shown(await ctx.registry.update(args.id, fields))
 
 
-async def _rm(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    await registry.delete(args.id)
+async def _rm(ctx: Context, args: argparse.Namespace) -> Any:
+    await ctx.registry.delete(args.id)
     return {"deleted": args.id}
 
 
-async def _rotate(registry: EndpointRegistry, args: argparse.Namespace, settings: Settings) -> Any:
-    rotated = await registry.rotate_secret(args.id, grace_s=settings.endpoint_secret_grace)
+async def _rotate(ctx: Context, args: argparse.Namespace) -> Any:
+    rotated = await ctx.registry.rotate_secret(args.id, grace_s=ctx.settings.endpoint_secret_grace)
     return _shown(rotated, secret=True)
 
 
-async def _enable(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    return _shown(await registry.update(args.id, {"disabled": False}))
+async def _enable(ctx: Context, args: argparse.Namespace) -> Any:
+    return _shown(await ctx.registry.update(args.id, {"disabled": False}))
 
 
-async def _disable(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    return _shown(await registry.disable(args.id, args.reason))
+async def _disable(ctx: Context, args: argparse.Namespace) -> Any:
+    return _shown(await ctx.registry.disable(args.id, args.reason))
 
 
-async def _attempts(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    await registry.get(args.id)
-    return await endpoint_attempts(args.bus, args.id, limit=args.limit)
+async def _attempts(ctx: Context, args: argparse.Namespace) -> Any:
+    await ctx.registry.get(args.id)
+    return await endpoint_attempts(ctx.bus, args.id, limit=args.limit)
 
 
-async def _recover(registry: EndpointRegistry, args: argparse.Namespace, _: Settings) -> Any:
-    await registry.get(args.id)
-    since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    count, poison = await recover_endpoint(args.bus, args.id, int(since.timestamp() * 1000))
+async def _recover(ctx: Context, args: argparse.Namespace) -> Any:
+    await ctx.registry.get(args.id)
+    count, poison = await recover_endpoint(ctx.bus, args.id, args.since_ms)
     return {"redriven": count, "poison_skipped": poison}
 
 
 def cmd_endpoints(args: argparse.Namespace, settings: Settings) -> int:
     action: Action = args.action
-    if getattr(args, "since", None) is not None:
-        try:
-            datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"--since {args.since!r} is not an ISO time (2026-01-31T12:00Z)"
-            ) from None
+    if getattr(args, "since", None) is not None:  # before anything is asked of Redis
+        args.since_ms = parse_time_ms(args.since)
 
     async def go() -> Any:
         async with open_bus(settings) as bus:
-            args.bus = bus
             registry = EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix)
-            return await action(registry, args, settings)
+            return await action(Context(registry, bus, settings), args)
 
     print_json(asyncio.run(go()))
     return 0
