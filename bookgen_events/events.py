@@ -75,16 +75,22 @@ _URL = (
     rf"^(?i:https?)://(?:{_T}/?#@]*@)?(?:\[{_T}/?#@\[\]]+\]|{_T}/?#@\[\]:]+)(?::[0-9]*)?"
     rf"(?:[/?#]{_T}]*)?$"
 )
+# E.164: "+", the country code and number, 8 to 15 digits in all, no spaces or punctuation.
+_PHONE = r"^\+[1-9][0-9]{7,14}$"
+#: How many phone numbers one event may text (each is a paid SMS).
+MAX_PHONES = 20
 _PATTERN_MESSAGES = {
     # Values that can end up in mail headers (subjects) must never carry a line break.
     _SINGLE_LINE: "must not contain line breaks or NUL",
     _EMAIL: "is not a valid email address",
     _URL: "must be an absolute http(s) URL with a host, on one line",
+    _PHONE: "is not an E.164 phone number: + and the country code, no spaces (+33612345678)",
 }
 
 SingleLine = Annotated[str, StringConstraints(pattern=_SINGLE_LINE)]
 EmailAddress = Annotated[str, StringConstraints(max_length=254, pattern=_EMAIL)]
 WebhookUrl = Annotated[str, StringConstraints(max_length=2048, pattern=_URL)]
+PhoneNumber = Annotated[str, StringConstraints(pattern=_PHONE)]
 Metadata = dict[str, Any]
 
 
@@ -233,6 +239,9 @@ class Event(BaseModel):
     data: Annotated[EventData, WrapValidator(_data_for_type)]
     webhook_url: WebhookUrl | None = None
     emails: Annotated[list[EmailAddress], AfterValidator(_dedupe)] = Field(default_factory=list)
+    phones: Annotated[list[PhoneNumber], Field(max_length=MAX_PHONES), AfterValidator(_dedupe)] = (
+        Field(default_factory=list)
+    )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
