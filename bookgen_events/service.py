@@ -45,6 +45,7 @@ class EventFactory:
         webhook_url: str | None = None,
         user_email: str | None = None,
         metadata: Metadata = None,
+        user_phone: str | None = None,
     ) -> Event:
         data = {
             "progress": progress,
@@ -53,8 +54,9 @@ class EventFactory:
             "metadata": metadata or {},
         }
         return self._event(
-            EventType.PROGRESS_UPDATE, job_id, user_id, data, webhook_url, user_email
-        )
+            EventType.PROGRESS_UPDATE, job_id, user_id, data, webhook_url, user_email,
+            phones=user_phone,
+        )  # fmt: skip
 
     def completion(
         self,
@@ -67,6 +69,7 @@ class EventFactory:
         *,
         user_id: str | None = None,
         metadata: Metadata = None,
+        user_phone: str | None = None,
     ) -> Event:
         data = {
             "biography_id": biography_id,
@@ -74,7 +77,9 @@ class EventFactory:
             "status": status,
             "metadata": metadata or {},
         }
-        return self._event(EventType.COMPLETION, job_id, user_id, data, webhook_url, user_email)
+        return self._event(
+            EventType.COMPLETION, job_id, user_id, data, webhook_url, user_email, phones=user_phone
+        )
 
     def error_alert(
         self,
@@ -87,11 +92,14 @@ class EventFactory:
         user_id: str | None = None,
         user_email: str | None = None,
         metadata: Metadata = None,
+        user_phone: str | None = None,
     ) -> Event:
         admins = self.admin_emails if severity == "critical" else []
         data = {"error": error, "severity": severity, "metadata": metadata or {}}
         emails = _emails(user_email, admin_emails, admins)
-        return self._event(EventType.ERROR_ALERT, job_id, user_id, data, webhook_url, emails)
+        return self._event(
+            EventType.ERROR_ALERT, job_id, user_id, data, webhook_url, emails, phones=user_phone
+        )
 
     def status_change(
         self,
@@ -103,9 +111,13 @@ class EventFactory:
         *,
         user_id: str | None = None,
         metadata: Metadata = None,
+        user_phone: str | None = None,
     ) -> Event:
         data = {"old_status": old_status, "new_status": new_status, "metadata": metadata or {}}
-        return self._event(EventType.STATUS_CHANGE, job_id, user_id, data, webhook_url, user_email)
+        return self._event(
+            EventType.STATUS_CHANGE, job_id, user_id, data, webhook_url, user_email,
+            phones=user_phone,
+        )  # fmt: skip
 
     def admin_alert(
         self,
@@ -129,6 +141,8 @@ class EventFactory:
         data: dict[str, Any],
         webhook_url: str | None,
         emails: Sequence[str] | str | None,
+        *,
+        phones: Sequence[str] | str | None = None,
     ) -> Event:
         return make_event(
             {
@@ -138,6 +152,7 @@ class EventFactory:
                 "data": data,
                 "webhook_url": webhook_url,
                 "emails": _emails(emails),
+                "phones": _emails(phones),  # the same flattening, de-duplicated
             }
         )
 
