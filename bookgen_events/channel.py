@@ -2,7 +2,10 @@
 
 A channel says who should get an event (``recipients``), how to deliver it to one of them
 (``deliver``, raising :class:`~bookgen_events.errors.RetryLater` or
-:class:`~bookgen_events.errors.Reject`), and what its rate-limit key is. Reading, acking,
+:class:`~bookgen_events.errors.Reject`), and what its rate-limit key is. A channel that
+knows of opt-outs also has ``suppressed(event, recipient) -> str | None``: the reason that
+recipient must not get the event (recorded as a final ``suppressed`` outcome, never
+attempted), or None. Reading, acking,
 reclaiming, retry scheduling, dead-lettering and outcomes belong to
 :class:`~bookgen_events.consumer.Consumer`.
 """
@@ -19,9 +22,9 @@ __all__ = ["CHANNELS", "DEAD_LETTER_GROUPS", "GROUP_CHANNELS", "Channel", "Rejec
 
 #: Every delivery channel, as the log's ``delivery_method`` names it. The gateway delivers
 #: ``websocket`` itself; each of the others is a consumer group of the same name.
-CHANNELS = ("websocket", "webhook", "email")
+CHANNELS = ("websocket", "webhook", "email", "sms")
 #: The channels delivered by a consumer group: each retries, dead-letters and replays alone.
-GROUP_CHANNELS = ("webhook", "email")
+GROUP_CHANNELS = ("webhook", "email", "sms")
 #: Every consumer group that can dead-letter: the channels', and the logger's poison entries.
 DEAD_LETTER_GROUPS = (*GROUP_CHANNELS, "logger")
 

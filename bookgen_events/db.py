@@ -58,7 +58,7 @@ __all__ = [
     "upsert_outcomes",
 ]
 
-STATUSES = ("pending", "delivered", "failed", "rate_limited")
+STATUSES = ("pending", "delivered", "failed", "rate_limited", "suppressed")
 INT32_MAX = 2**31 - 1
 
 
@@ -212,7 +212,10 @@ def _event_statement(conn: Connection) -> Any:
 
 def _rank(status: Any) -> Any:
     return case(
-        (status == "delivered", 3), (status == "failed", 2), (status == "rate_limited", 1), else_=0
+        (status == "delivered", 3),
+        (status == "failed", 2),
+        (status.in_(("rate_limited", "suppressed")), 1),
+        else_=0,
     )
 
 
@@ -220,7 +223,7 @@ def _outcome_statement(conn: Connection) -> Any:
     """From an outcome: an order-safe merge of the delivery-state columns only.
 
     The state kept is the greatest outcome by (delivered, attempts, status rank
-    failed > rate_limited > pending), so any order of the same outcomes, batched or not,
+    failed > rate_limited = suppressed > pending), so any order of the same outcomes, batched or not,
     gives the same row: ``delivered`` is never downgraded, attempts only grow,
     ``delivered_at`` keeps the first delivery, ``is_rate_limited`` records that a limit ever
     held the notification back, and ``error_message`` is that of the kept outcome (none once

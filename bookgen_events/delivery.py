@@ -55,6 +55,10 @@ class Delivery:
         self.per_minute, self.per_hour = rate_limits
         self._log = log
         self._tally = metrics.DELIVERIES.channel(channel.name)
+        # Optional on a channel (see Channel): why a recipient must not get an event.
+        self._suppressed: Callable[[Event, str], str | None] | None = getattr(
+            channel, "suppressed", None
+        )
 
     def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
         self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
@@ -110,6 +114,13 @@ class Delivery:
         all of an attempt's records into one flush.
         """
         channel = self.channel
+        if self._suppressed is not None and (reason := self._suppressed(event, recipient)):
+            self._log.info("delivery suppressed", event_id=event.id, reason=reason)
+            self._tally.count("suppressed")
+            commit.outcomes.append(
+                self._outcome(event, entry_id, recipient, "suppressed", attempt, True, error=reason)
+            )
+            return
         if (
             self.limiter is not None
             and (key := channel.rate_limit_key(event, recipient)) is not None

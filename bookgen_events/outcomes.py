@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Status = Literal["delivered", "failed", "rate_limited"]
+Status = Literal["delivered", "failed", "rate_limited", "suppressed"]
 
 
 def now_ms() -> int:

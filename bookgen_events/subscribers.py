@@ -153,11 +153,22 @@ class SubscriberRegistry:
         raw = await self.store.get(user_id)
         return None if raw is None else Subscriber.model_validate_json(raw)
 
+    async def all(self) -> list[Subscriber]:
+        return [Subscriber.model_validate_json(v) for v in await self.store.values()]
+
     async def set_preference(
-        self, user_id: str, channel: SubscriberChannel, kind: EventType, enabled: bool
+        self,
+        user_id: str,
+        channel: SubscriberChannel,
+        kind: EventType,
+        enabled: bool,
+        *,
+        address: str | None = None,
     ) -> Subscriber:
         """Turn one type on or off on one channel (an unsubscribe link, a Twilio STOP); a user
-        with no profile yet gets one holding just that preference."""
+        with no profile yet gets one holding just that preference. ``address`` (where the
+        link or text went) becomes the user's email or phone on that channel if they have
+        none, so the opt-out holds for it however an event names it."""
         current = await self.find(user_id) or Subscriber(user_id=user_id, updated_at=0)
         preference = current.preferences.get(channel, ChannelPreference())
         types = (
@@ -167,10 +178,45 @@ class SubscriberRegistry:
         )
         types = [k for k in types if k != kind] + ([kind] if enabled else [])
         preferences = {**current.preferences, channel: ChannelPreference(types=types)}
-        subscriber = current.model_copy(
-            update={"preferences": preferences, "updated_at": time.time()}
-        )
-        await self.store.put(user_id, subscriber.model_dump_json(), "preference", ["preferences"])
+        update: dict[str, Any] = {"preferences": preferences, "updated_at": time.time()}
+        fields = ["preferences"]
+        contact = {"email": "email", "sms": "phone"}.get(channel)
+        if address and contact and getattr(current, contact) is None:
+            try:
+                SubscriberFields.model_validate({contact: address})
+            except ValidationError:
+                pass  # not a valid address for that channel: keep the preference alone
+            else:
+                update[contact] = address
+                fields.append(contact)
+        subscriber = current.model_copy(update=update)
+        await self.store.put(user_id, subscriber.model_dump_json(), "preference", fields)
+        return subscriber
+
+    async def stop_channel(
+        self, user_id: str, channel: SubscriberChannel, *, address: str | None = None
+    ) -> Subscriber:
+        """Turn ``channel`` off for ``user_id`` altogether (Twilio's 21610: the recipient
+        replied STOP), recorded on the audit trail; a user with no profile yet gets one.
+        ``address`` becomes their phone (or email) if they have none, so the opt-out holds
+        for it wherever an event names it."""
+        current = await self.find(user_id) or Subscriber(user_id=user_id, updated_at=0)
+        preference = current.preferences.get(channel, ChannelPreference())
+        stopped = preference.model_copy(update={"enabled": False})
+        preferences = {**current.preferences, channel: stopped}
+        update: dict[str, Any] = {"preferences": preferences, "updated_at": time.time()}
+        fields = [f"preferences.{channel}.enabled"]
+        contact = {"email": "email", "sms": "phone"}.get(channel)
+        if address and contact and getattr(current, contact) is None:
+            try:
+                SubscriberFields(**{contact: address})
+            except ValidationError:
+                pass  # not a valid address for that channel: the preference alone
+            else:
+                update[contact] = address
+                fields.append(contact)
+        subscriber = current.model_copy(update=update)
+        await self.store.put(user_id, subscriber.model_dump_json(), "preference", fields)
         return subscriber
 
     async def delete(self, user_id: str) -> None:

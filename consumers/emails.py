@@ -6,6 +6,14 @@ writer, into bytes with a gap where the ``To`` address goes; each recipient cost
 join. Subjects are stripped of every control character and RFC 2047-encoded by the stdlib, and
 recipients are re-validated here, so no value from an event can start a header of its own —
 even one that bypassed validation at ``emit``.
+
+Subscribers (SPEC 9): the event's subscriber's own address joins its recipients when they take
+that type by email; an address whose owner opted out is not mailed but recorded
+``suppressed``. A message to an address with a user behind it (its owner, else the event's
+``user_id``) carries RFC 8058 one-click unsubscribe: ``List-Unsubscribe`` with a signed link
+bound to that user, channel, type and address, ``List-Unsubscribe-Post``, and the same link
+in the footer of both parts. Such messages are rendered once per event with a placeholder
+for the link, then finished per recipient (base64 and headers, microseconds).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,9 @@ from bookgen_events.events import EmailAddress, Event, EventType
 from bookgen_events.logs import get_logger
 from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
+from bookgen_events.subscriber_index import SubscriberIndex
+from bookgen_events.subscribers import SubscriberRegistry
+from bookgen_events.unsubscribe import LinkMaker, link_maker
 
 from .mailer import Mailer, SMTPMailer
 
@@ -44,6 +56,8 @@ _MAX_SUBJECT = 200
 #: Bytes of rendered messages kept for reuse (an event's other recipients, its retries).
 CACHE_BYTES = 16 * 1024 * 1024
 _address = TypeAdapter(EmailAddress)
+#: Where a message's unsubscribe link goes until it is finished for one recipient.
+LINK_SLOT = "\x1aunsubscribe-link\x1a"
 
 
 def _pct(value: float) -> str:
@@ -81,6 +95,20 @@ class PreparedMessage:
         return len(self.head) + len(self.tail) + len(self.subject)
 
 
+@dataclass(frozen=True, slots=True)
+class LinkedMessage:
+    """A rendered message whose unsubscribe link is still a slot (:data:`LINK_SLOT`)."""
+
+    event: Event
+    subject: str
+    text: str
+    html: str
+
+    @property
+    def size(self) -> int:
+        return len(self.text) + len(self.html) + len(self.subject)
+
+
 class Renderer:
     """Renders an event into a ``multipart/alternative`` message (text + HTML).
 
@@ -112,6 +140,26 @@ class Renderer:
 
     def render(self, event: Event) -> PreparedMessage:
         """Render ``event`` once; raises :class:`Reject` when it cannot be rendered at all."""
+        subject, text, html = self._render(event, None)
+        return self._assemble(event, subject, text, html)
+
+    def render_linked(self, event: Event) -> LinkedMessage:
+        """Render ``event`` with a slot for an unsubscribe link (see :meth:`finish`)."""
+        return LinkedMessage(event, *self._render(event, LINK_SLOT))
+
+    def finish(self, linked: LinkedMessage, url: str) -> PreparedMessage:
+        """``linked`` with ``url`` in its footers and RFC 8058 headers."""
+        if not url.isascii() or _CONTROL.search(url):
+            raise Reject("unsubscribe link is not a plain ASCII URL")
+        headers = (
+            b"\r\nList-Unsubscribe: <" + url.encode("ascii") + b">"
+            b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
+        )
+        text = linked.text.replace(LINK_SLOT, url)
+        html = linked.html.replace(LINK_SLOT, escape(url))
+        return self._assemble(linked.event, linked.subject, text, html, headers)
+
+    def _render(self, event: Event, unsubscribe_url: str | None) -> tuple[str, str, str]:
         if not isinstance(event.id, str) or not _EVENT_ID.fullmatch(event.id):
             raise Reject("event id unfit for a Message-ID")
         try:
@@ -125,15 +173,17 @@ class Renderer:
                 "data": data,
                 "metadata": (getattr(data, "metadata", None) or {}) if operator_facing else {},
                 "occurred": event.occurred_at.strftime("%Y-%m-%d %H:%M UTC"),
+                "unsubscribe_url": unsubscribe_url,
             }
             subject = header_text(subject_t.render(context)) or "BookGen notification"
             context["subject"] = subject
-            text, html = text_t.render(context), html_t.render(context)
-            return self._assemble(event, subject, text, html)
+            return subject, text_t.render(context), html_t.render(context)
         except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
             raise Reject(f"cannot render {event.type} email: {type(exc).__name__}: {exc}") from None
 
-    def _assemble(self, event: Event, subject: str, text: str, html: str) -> PreparedMessage:
+    def _assemble(
+        self, event: Event, subject: str, text: str, html: str, headers: bytes = b""
+    ) -> PreparedMessage:
         charset = "us-ascii" if subject.isascii() else "utf-8"
         encoded_subject = Header(subject, charset, header_name="Subject").encode(linesep="\r\n")
         # "_" is outside the base64 alphabet, so the boundary can never occur in a body.
@@ -142,6 +192,7 @@ class Renderer:
         head = b"From: " + self._from + b"\r\nTo: "
         tail = b"".join(
             [
+                headers,
                 b"\r\nSubject: " + encoded_subject.encode("ascii"),
                 f"\r\nDate: {date}\r\nMessage-ID: <{event.id}@{self.domain}>".encode("ascii"),
                 b"\r\nMIME-Version: 1.0\r\nAuto-Submitted: auto-generated",
@@ -161,7 +212,8 @@ class Renderer:
 
 
 class EmailChannel:
-    """The ``email`` channel: the event's ``emails``, one message each, keyed by address."""
+    """The ``email`` channel: the event's ``emails`` and its subscriber's, one message each,
+    keyed by address."""
 
     name = "email"
 
@@ -170,44 +222,79 @@ class EmailChannel:
         mailer: Mailer,
         renderer: Renderer,
         *,
+        subscribers: SubscriberIndex | None = None,
+        links: LinkMaker | None = None,
         cache_size: int = 1024,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
         self.mailer = mailer
         self.renderer = renderer
+        self.subscribers = subscribers
+        self.links = links
         # Rendered messages of recent events, for their other recipients and retries; bounded
         # by count and by bytes (a 64 KiB event can render to far more than 64 KiB).
-        self._cache: OrderedDict[str, PreparedMessage] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, bool], PreparedMessage | LinkedMessage]
+        self._cache = OrderedDict()
         self._cache_size = cache_size
         self._cache_bytes = cache_bytes
         self.cached_bytes = 0
 
     def recipients(self, event: Event) -> list[str]:
-        return list(event.emails)
+        if self.subscribers is None:
+            return list(event.emails)
+        return self.subscribers.route(event, "email", list(event.emails))
+
+    def suppressed(self, event: Event, recipient: str) -> str | None:
+        if self.subscribers is None:
+            return None
+        return self.subscribers.opted_out(event, "email", recipient)
 
     def rate_limit_key(self, event: Event, recipient: str) -> str | None:
         return recipient
 
     def prepare(self, event: Event) -> PreparedMessage:
         """The event's message, rendered on first use and shared by all its recipients."""
-        prepared = self._cache.get(event.id)
-        if prepared is None:
-            prepared = self.renderer.render(event)
-            self._cache[event.id] = prepared
-            self.cached_bytes += prepared.size
+        prepared = self._cached(event, linked=False)
+        assert isinstance(prepared, PreparedMessage)
+        return prepared
+
+    def _cached(self, event: Event, *, linked: bool) -> PreparedMessage | LinkedMessage:
+        key = (event.id, linked)
+        found = self._cache.get(key)
+        if found is None:
+            found = self.renderer.render_linked(event) if linked else self.renderer.render(event)
+            self._cache[key] = found
+            self.cached_bytes += found.size
             while self._cache and (
                 len(self._cache) > self._cache_size or self.cached_bytes > self._cache_bytes
             ):
                 self.cached_bytes -= self._cache.popitem(last=False)[1].size
-        return prepared
+        return found
+
+    def unsubscribe_url(self, event: Event, address: str) -> str | None:
+        """The one-click link for ``address``: bound to its owner, else to the event's user;
+        None when no user stands behind it (or links are off)."""
+        if self.links is None:
+            return None
+        owner = self.subscribers.owner(address) if self.subscribers is not None else None
+        user_id = owner.user_id if owner is not None else event.user_id
+        if user_id is None:
+            return None
+        return self.links.url(user_id, "email", event.type, address)
 
     async def deliver(self, event: Event, recipient: str) -> int | None:
         try:
             address = _address.validate_python(recipient)
         except ValidationError:
             raise Reject("invalid recipient address") from None
-        message = self.prepare(event).to(address)
-        return await self.mailer.send(message, self.renderer.sender, address)
+        url = self.unsubscribe_url(event, address)
+        if url is None:
+            prepared = self.prepare(event)
+        else:
+            linked = self._cached(event, linked=True)
+            assert isinstance(linked, LinkedMessage)
+            prepared = self.renderer.finish(linked, url)
+        return await self.mailer.send(prepared.to(address), self.renderer.sender, address)
 
 
 async def serve(
@@ -218,8 +305,13 @@ async def serve(
     mailer: Mailer | None = None,
     **overrides: Any,
 ) -> None:
-    """Run the email dispatcher until ``stop``: opens the SMTP pool, closes it on exit."""
+    """Run the email dispatcher until ``stop``: opens the SMTP pool, closes it on exit; the
+    subscribers are kept current meanwhile."""
     renderer = Renderer(settings.from_email)
+    subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, settings.stream_prefix))
+    links = link_maker(settings)
+    if links is None:
+        log.warning("UNSUBSCRIBE_SECRET is not set: emails go without unsubscribe links")
     own = mailer is None
     active: Mailer = mailer if mailer is not None else SMTPMailer.from_settings(settings)
     log.info(
@@ -228,8 +320,10 @@ async def serve(
         smtp_port=settings.smtp_port,
         pool=settings.smtp_pool_size,
     )
+    channel = EmailChannel(active, renderer, subscribers=subscribers, links=links)
     try:
-        await run_channel(bus, settings, EmailChannel(active, renderer), stop, **overrides)
+        async with subscribers.kept_current():
+            await run_channel(bus, settings, channel, stop, **overrides)
     finally:
         if own and isinstance(active, SMTPMailer):
             await active.aclose()

@@ -123,9 +123,10 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
     """The row an outcome updates (or creates, when its event's row is not there yet).
 
     A failed attempt with a retry scheduled is still ``pending`` (with its error); a
-    rate-limited attempt was never made, so it does not count in ``delivery_attempts``.
+    rate-limited or suppressed attempt was never made, so it does not count in
+    ``delivery_attempts``. A suppressed one keeps its reason in ``error_message``.
     """
-    if outcome.status not in ("delivered", "failed", "rate_limited"):
+    if outcome.status not in ("delivered", "failed", "rate_limited", "suppressed"):
         raise ValueError(f"unknown outcome status {outcome.status!r}")
     at = datetime.fromtimestamp(outcome.at_ms / 1000, UTC).replace(tzinfo=None)
     row = _row(
@@ -140,7 +141,9 @@ def outcome_row(outcome: Outcome) -> dict[str, Any]:
     row.update(
         notification_type=outcome.type or None,
         status="pending" if outcome.status == "failed" and not outcome.final else outcome.status,
-        delivery_attempts=outcome.attempt - 1 if limited else outcome.attempt,
+        delivery_attempts=outcome.attempt - 1
+        if limited or outcome.status == "suppressed"
+        else outcome.attempt,
         error_message=outcome.error or None,
         is_rate_limited=limited,
         # Until the event's row lands: the id's own time, the same for every outcome of it.

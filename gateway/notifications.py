@@ -3,7 +3,7 @@
 An operator route: it shows recipients and errors of every user, so it needs
 ``ADMIN_API_KEY`` (see :mod:`gateway.access`).
 
-Query parameters, all optional: ``job_id``, ``status`` (pending|delivered|failed|rate_limited),
+Query parameters, all optional: ``job_id``, ``user_id``, ``status`` (pending|delivered|failed|rate_limited|suppressed),
 ``channel`` (websocket|webhook|email), ``limit`` (1-500, default 50) and ``cursor`` (the
 ``next_cursor`` of the previous page). A bad parameter is a 400 naming it.
 
@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from bookgen_events.channel import CHANNELS
 from bookgen_events.db import STATUSES, Notification, init_db, job_entity_id
 
-PARAMS = {"job_id", "status", "channel", "limit", "cursor"}
+PARAMS = {"job_id", "user_id", "status", "channel", "limit", "cursor"}
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 
 
@@ -98,6 +98,10 @@ def build_query(params: dict[str, str]) -> tuple[Any, int]:
             )
         else:
             query = query.where(t.related_entity_type == "job", exact)
+    if (user_id := params.get("user_id")) is not None:
+        if not 1 <= len(user_id) <= 200:
+            raise BadRequest("user_id: must be 1 to 200 characters")
+        query = query.where(t.notification_metadata["user_id"].as_string() == user_id)
     if (status := params.get("status")) is not None:
         if status not in STATUSES:
             raise BadRequest(f"status: must be one of {', '.join(STATUSES)}")
@@ -139,7 +143,7 @@ def fetch_page(url: str, params: dict[str, str]) -> dict[str, Any]:
 
 
 async def list_notifications(request: Request) -> Response:
-    """``GET /notifications?job_id=&status=&channel=&limit=&cursor=``."""
+    """``GET /notifications?job_id=&user_id=&status=&channel=&limit=&cursor=``."""
     params = dict(request.query_params)
     if len(params) != len(request.query_params.multi_items()):
         return JSONResponse({"error": "each parameter may be given once"}, status_code=400)

@@ -2,7 +2,9 @@
 
 ``POST`` (what mail clients send for ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``,
 and what the confirmation page's button sends) turns that event type off on that channel
-for that user, recorded in the subscriber's audit trail. ``GET`` only shows a page with that
+for that user, recorded in the subscriber's audit trail; the address the message went to
+becomes the user's own when they had none, so the opt-out holds for it however an event
+names it. ``GET`` only shows a page with that
 button: mail scanners follow links, and a GET must not unsubscribe anyone.
 """
 
@@ -42,12 +44,10 @@ async def unsubscribe(request: Request) -> Response:
     if secret is None:
         return _page("Unsubscribe unavailable", "<p>UNSUBSCRIBE_SECRET is not set.</p>", 503)
     try:
-        user_id, channel, kind = read_token(
-            secret.get_secret_value(), request.query_params.get("token", "")
-        )
+        wanted = read_token(secret.get_secret_value(), request.query_params.get("token", ""))
     except InvalidUnsubscribeToken as exc:
         return _page("Link not valid", f"<p>{escape(str(exc))}.</p>", 400)
-    what = f"{_LABELS[kind.value]} by {channel}"
+    what = f"{_LABELS[wanted.kind.value]} by {wanted.channel}"
     if request.method == "GET":
         return _page(
             "Unsubscribe",
@@ -56,7 +56,9 @@ async def unsubscribe(request: Request) -> Response:
         )
     bus = request.app.state.bus
     registry = SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix)
-    await registry.set_preference(user_id, channel, kind, enabled=False)
+    await registry.set_preference(
+        wanted.user_id, wanted.channel, wanted.kind, enabled=False, address=wanted.address
+    )
     return _page("Unsubscribed", f"<p>You will no longer receive {escape(what)}.</p>")
 
 

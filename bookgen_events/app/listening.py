@@ -47,3 +47,12 @@ def probe_listen(host: str, port: int) -> None:
         raise GatewayBindError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except OSError as exc:
         raise GatewayBindError(f"cannot listen on {host}:{port}: {failure_reason(exc)}") from None
+
+
+def own_url(host: str, port: int) -> str:
+    """``http://HOST:PORT`` of a server bound to ``host`` (a wildcard bind: its loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -8,7 +8,13 @@ import jwt
 import pytest
 
 from bookgen_events.events import EventType
-from bookgen_events.unsubscribe import InvalidUnsubscribeToken, link, make_token, read_token
+from bookgen_events.unsubscribe import (
+    InvalidUnsubscribeToken,
+    Unsubscription,
+    link,
+    make_token,
+    read_token,
+)
 from gateway.auth import Refused, verify_token
 
 SECRET = "unsubscribe-secret-0123456789abcdef0123"
@@ -16,7 +22,12 @@ SECRET = "unsubscribe-secret-0123456789abcdef0123"
 
 def test_a_token_reads_back_what_it_binds() -> None:
     token = make_token(SECRET, user_id="u1", channel="email", kind=EventType.COMPLETION, ttl_s=60)
-    assert read_token(SECRET, token) == ("u1", "email", EventType.COMPLETION)
+    assert read_token(SECRET, token) == Unsubscription("u1", "email", EventType.COMPLETION)
+    with_address = make_token(
+        SECRET, user_id="u1", channel="email", kind=EventType.COMPLETION, ttl_s=60,
+        address="ada@example.com",
+    )  # fmt: skip
+    assert read_token(SECRET, with_address).address == "ada@example.com"
     assert link("https://events.example.com/", token).startswith(
         "https://events.example.com/unsubscribe?token="
     )

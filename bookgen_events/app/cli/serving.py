@@ -16,7 +16,7 @@ from ...credentials import credentials_notice, ensure_credentials
 from ...embedded import EmbeddedRedis
 from ...replay import position_group
 from ...settings import Settings
-from ..listening import probe_listen, refuse_open_websockets
+from ..listening import own_url, probe_listen, refuse_open_websockets
 from ..runner import (
     embedded_if_needed,
     install_signal_handlers,
@@ -56,6 +56,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         settings = ensure_credentials(settings)
         # What the gateway would refuse, refused before anything is started.
         _check_gateway(settings, args.host, args.port)
+        if settings.public_url is None:  # unsubscribe links point at this gateway
+            settings = settings.model_copy(
+                update={"public_url": own_url(args.host, args.port)}
+            )
         with embedded_if_needed(settings) as (settings, server):
             asyncio.run(_reachable(settings))  # else one line, before any notice
             _print_where(from_env, server)
