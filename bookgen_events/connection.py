@@ -1,4 +1,10 @@
-"""Where Redis is: ``REDIS_URL``, else a live embedded server found through its state file."""
+"""Where Redis is (``REDIS_URL``, else a live embedded server found through its state file),
+and the client for it: a plain Redis, or a Redis Cluster (detected from the node named, or
+forced with ``REDIS_CLUSTER=true``) through redis-py's cluster client, which follows MOVED
+and ASK and retries while a failover runs. Both are used through the same helpers
+(:func:`command`, :func:`pipeline`, :func:`run_script`), which pick the fast path for a
+plain Redis and the cluster client's routing otherwise.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis as sync_redis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     AbstractConnection,
     Connection,
@@ -16,7 +24,7 @@ from redis.asyncio.connection import (
 )
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.utils import DEFAULT_RESP_VERSION, HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -135,7 +143,28 @@ async def _exchange(pool: ConnectionPool, commands: Sequence[Sequence[Any]]) -> 
             await pool.release(conn)
 
 
+def is_cluster(redis: Any) -> bool:
+    """Whether ``redis`` is a cluster client (sync or asyncio)."""
+    return isinstance(redis, RedisCluster | sync_redis.RedisCluster)
+
+
+async def _cluster_exchange(redis: RedisCluster, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    # The cluster client routes each command to its slot's node (one round trip per node),
+    # following MOVED/ASK and retrying through a failover; errors come back in place.
+    if len(commands) == 1:
+        try:
+            return [await redis.execute_command(*commands[0])]
+        except ResponseError as exc:
+            return [exc]
+    pipe = redis.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+
 async def _exchange_retrying(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    if isinstance(redis, RedisCluster):
+        return await _cluster_exchange(redis, commands)
     # A pooled connection may have died while idle (Redis restarted): one retry on a fresh
     # connection, as redis-py's own retry would do.
     try:
@@ -185,12 +214,49 @@ async def run_script_many(
 
 def is_resp3(redis: Redis) -> bool:
     """Whether ``redis`` speaks RESP3, the reply shape :func:`command`'s callers read."""
-    protocol = redis.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION
-    return int(protocol) == 3
+    if isinstance(redis, RedisCluster):
+        kwargs = redis.get_connection_kwargs()
+    else:
+        kwargs = redis.connection_pool.connection_kwargs
+    return int(kwargs.get("protocol") or DEFAULT_RESP_VERSION) == 3
 
 
-def create_redis(url: str, **kwargs: object) -> Redis:
-    """One asyncio client per process; responses decoded to ``str``."""
+def cluster_enabled(url: str, timeout: float = 5.0) -> bool:
+    """Whether the node ``url`` names runs in cluster mode (``INFO cluster``); False when it
+    cannot be asked (the client's own connection then reports why)."""
+    if url.startswith("unix:"):
+        return False
+    try:
+        with sync_redis.Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout
+        ) as probe:
+            return bool(probe.info("cluster").get("cluster_enabled"))
+    except (RedisError, OSError):
+        return False
+
+
+#: The cluster client's retries: commands are retried with backoff for up to ~10 s, long
+#: enough for a replica to be promoted with a short ``cluster-node-timeout``; past that the
+#: loops' own pause-and-retry (``reader.REDIS_DOWN``) takes over, for as long as it takes.
+def _cluster_retry() -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 12)
+
+
+def create_redis(url: str, *, cluster: bool | None = None, **kwargs: object) -> Redis:
+    """One asyncio client per process; responses decoded to ``str``.
+
+    A :class:`~redis.asyncio.cluster.RedisCluster` when ``cluster`` (``REDIS_CLUSTER``) or,
+    left ``None``, when the node ``url`` names has cluster mode on. It is typed as
+    :class:`~redis.asyncio.Redis`, whose command methods it shares; what differs (pools,
+    pipelines, scripts) goes through this module's helpers.
+    """
+    if cluster is None:
+        cluster = cluster_enabled(url)
+    if cluster:
+        return _create_cluster(url, **kwargs)
     options: dict[str, object] = {
         "decode_responses": True,
         # Bytes that are not UTF-8 (a hand-written entry) become U+FFFD instead of crashing
@@ -204,3 +270,28 @@ def create_redis(url: str, **kwargs: object) -> Redis:
         options["connection_class"] = HiredisUnixConnection if unix else HiredisConnection
     options.update(kwargs)
     return Redis.from_pool(LeanPool.from_url(url, **options))
+
+
+def _create_cluster(url: str, **kwargs: object) -> Redis:
+    options: dict[str, object] = {
+        "decode_responses": True,
+        "encoding_errors": "replace",
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "protocol": 3,
+        "retry": _cluster_retry(),
+    }
+    options.update(kwargs)
+    client = RedisCluster.from_url(url, **options)
+    # command() hands its callers raw replies, as on a plain Redis (no response callback).
+    client.set_response_callback("XREADGROUP", lambda response, **_: response)
+    return client  # type: ignore[return-value]
+
+
+def create_sync_redis(url: str, *, cluster: bool | None = None) -> sync_redis.Redis:
+    """The sync twin of :func:`create_redis` (for :class:`~bookgen_events.producer.SyncProducer`)."""
+    if cluster is None:
+        cluster = cluster_enabled(url)
+    if cluster:
+        return sync_redis.RedisCluster.from_url(url, decode_responses=True)  # type: ignore[return-value]
+    return sync_redis.Redis.from_url(url, decode_responses=True)
