@@ -143,6 +143,35 @@ async def test_full_life_cycle(bus: EventBus, log_settings: Settings, prefix: st
     ] * 3
 
 
+class OptOutChannel(RecordingChannel):
+    """Knows of one opt-out, as a channel with subscribers does."""
+
+    def suppressed(self, event: object, recipient: str) -> str | None:
+        return "subscriber u1 opted out" if recipient == "optout@example.com" else None
+
+
+async def test_a_suppressed_delivery_is_logged_with_its_reason(
+    bus: EventBus, log_settings: Settings
+) -> None:
+    """Never attempted, final: the row says suppressed, no attempts, and why."""
+    url = log_settings.database_url
+    channel = OptOutChannel("email")
+    consumer = Consumer(bus, channel)
+    logger = NotificationLogger.from_settings(bus, log_settings)
+    await logger.start()
+    event = progress("201", None, emails=["optout@example.com", "reader@example.com"])
+    await bus.emit(event)
+    await consumer.poll_once()
+    await consumer.aclose()
+    await project(logger)
+    assert [recipient for _, recipient in channel.delivered] == ["reader@example.com"]
+    by_recipient = {r.recipient: r for r in rows(url, delivery_method="email")}
+    quiet = by_recipient["optout@example.com"]
+    assert (quiet.status, quiet.delivery_attempts) == ("suppressed", 0)
+    assert quiet.error_message == "subscriber u1 opted out"
+    assert by_recipient["reader@example.com"].status == "delivered"
+
+
 async def test_outcome_before_its_event(bus: EventBus, log_settings: Settings) -> None:
     """An outcome read before its event makes the row; the event then fills it in."""
     url = log_settings.database_url
