@@ -17,27 +17,20 @@ from redis.exceptions import ResponseError
 
 from . import scripts
 from .commit import Commit
-from .connection import command, is_resp3, run_script, run_script_many
+from .connection import command, is_cluster, is_resp3, run_script
 from .dlq import DeadLetters
 from .errors import ConfigError
-from .events import WIRE_FIELD, Event, encode, make_event
+from .events import Event, encode, make_event
+from .idempotency import Emitter
 from .keys import StreamNames
 from .outcomes import OUTCOME_ALWAYS, OUTCOME_FIELDS
+from .partitions import PartitionedEmitter
 from .schedule import Scheduled, ScheduledDeliveries
+from .scheduled_events import ScheduledEvents
 
-__all__ = ["Commit", "Entry", "EventBus", "Scheduled", "StreamNames", "entry_fields"]
+__all__ = ["Commit", "Entry", "EventBus", "Scheduled", "StreamNames"]
 
 Entry = tuple[str, dict[str, str]]
-
-_EMIT_CHUNK = 1000
-
-
-def entry_fields(
-    event: Event | dict[str, Any], max_event_bytes: int
-) -> tuple[Event, dict[str, bytes]]:
-    """Validate and encode one event as stream entry fields; raises before any write."""
-    event = make_event(event)
-    return event, {WIRE_FIELD: encode(event, max_event_bytes)}
 
 
 def _entries(reply: Any) -> list[Entry]:
@@ -77,6 +70,9 @@ class EventBus:
         prefix: str = "bookgen",
         maxlen: int = 1_000_000,
         max_event_bytes: int = 64 * 1024,
+        idempotency_window_ms: int = 86_400_000,
+        partitions: int = 1,
+        partition: int = 0,
     ) -> None:
         if not is_resp3(redis):
             raise ConfigError("EventBus needs a RESP3 client (protocol=3, redis-py 8's default)")
@@ -85,7 +81,9 @@ class EventBus:
         # ours is always decoded, so calls go through an untyped alias and our methods
         # declare the real shapes.
         self._r: Any = redis
-        self.names = StreamNames(prefix)
+        self.names = StreamNames(
+            prefix, partition=partition, partitions=partitions, cluster=is_cluster(redis)
+        )
         self.maxlen = maxlen
         self.max_event_bytes = max_event_bytes
         self.scheduled = ScheduledDeliveries(redis, self.names)
@@ -96,9 +94,28 @@ class EventBus:
             outcome_fields=", ".join(f"'{name}'" for name in OUTCOME_FIELDS),
             outcome_always=len(OUTCOME_ALWAYS),
         )
-        self._emit_many = scripts.register(redis, "emit_many")
-        # XADD <events> MAXLEN ~ <maxlen> * event <payload>, the payload appended per call
-        self._xadd = ("XADD", self.names.events, "MAXLEN", "~", maxlen, "*", WIRE_FIELD)
+        self._emitter = Emitter(redis, self.names, maxlen=maxlen, window_ms=idempotency_window_ms)
+        self.scheduled_events = ScheduledEvents(
+            redis, self.names, maxlen=maxlen, window_ms=idempotency_window_ms
+        )
+        #: One bus per partition (STREAM_PARTITIONS), this one first: the same client, each
+        #: with its partition's key names. Emitting here routes each event to its partition;
+        #: a consumer group reads each partition through its own bus.
+        self.partitions: list[EventBus] = [self]
+        if partitions > 1 and partition == 0:
+            self.partitions += [
+                EventBus(
+                    redis,
+                    prefix=prefix,
+                    maxlen=maxlen,
+                    max_event_bytes=max_event_bytes,
+                    idempotency_window_ms=idempotency_window_ms,
+                    partitions=partitions,
+                    partition=p,
+                )
+                for p in range(1, partitions)
+            ]
+            self._emitter = PartitionedEmitter([bus._emitter for bus in self.partitions])  # type: ignore[assignment]
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Any) -> EventBus:
@@ -107,32 +124,35 @@ class EventBus:
             prefix=settings.stream_prefix,
             maxlen=settings.stream_maxlen,
             max_event_bytes=settings.max_event_bytes,
+            idempotency_window_ms=int(settings.idempotency_window * 1000),
+            partitions=settings.stream_partitions,
         )
 
     # -- producing ---------------------------------------------------------------------------
 
     async def emit(self, event: Event | dict[str, Any]) -> str:
-        """Append one event; returns its stream entry id."""
-        payload = encode(make_event(event), self.max_event_bytes)
-        return await command(self.redis, *self._xadd, payload)  # type: ignore[no-any-return]
+        """Append one event; returns its stream entry id.
+
+        Once per id within the idempotency window (the first stream id is returned again);
+        an event with a ``deliver_at`` ahead is held and ``""`` returned (see
+        :mod:`~bookgen_events.idempotency`).
+        """
+        event = make_event(event)
+        return await self._emitter.emit(event, encode(event, self.max_event_bytes))
 
     async def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
         """Append many events in one round trip; all are validated before any write.
 
         Each run of up to 1,000 events is appended by one script call (so atomically), and
-        the calls are pipelined: a huge batch never holds Redis for long.
+        the calls are pipelined: a huge batch never holds Redis for long. Ids already
+        emitted, in the window or earlier in the batch, append nothing, as with :meth:`emit`.
         """
         max_bytes = self.max_event_bytes
-        payloads = [encode(make_event(e), max_bytes) for e in events]
-        if not payloads:
-            return []
-        keys = [self.names.events]
-        calls = [
-            (keys, [self.maxlen, WIRE_FIELD, *payloads[i : i + _EMIT_CHUNK]])
-            for i in range(0, len(payloads), _EMIT_CHUNK)
-        ]
-        replies = await run_script_many(self.redis, self._emit_many, calls)
-        return [entry_id for ids in replies for entry_id in ids]
+        encoded = []
+        for e in events:
+            event = make_event(e)
+            encoded.append((event, encode(event, max_bytes)))
+        return await self._emitter.emit_many(encoded) if encoded else []
 
     # -- consumer groups ---------------------------------------------------------------------
 

@@ -167,6 +167,8 @@ def new_event_id() -> str:
 
 
 _ZERO = timedelta(0)
+#: How far ahead ``deliver_at`` may lie: further is a mistake (ms for s), not a schedule.
+MAX_DELIVER_AHEAD = timedelta(days=366)
 
 
 def _utc(value: datetime) -> datetime:
@@ -242,6 +244,8 @@ class Event(BaseModel):
     phones: Annotated[list[PhoneNumber], Field(max_length=MAX_PHONES), AfterValidator(_dedupe)] = (
         Field(default_factory=list)
     )
+    #: Held until then (UTC; naive means UTC), then appended with this id (SPEC 11).
+    deliver_at: Annotated[datetime, _UtcDatetime] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
@@ -357,6 +361,11 @@ def _check_edge(event: Event) -> None:
     if url is not None and (problem := target_problem(url)) is not None:
         raise EventValidationError(
             f"invalid event: webhook_url: {url[:80]!r} {problem}", [("webhook_url", problem)]
+        )
+    if event.deliver_at is not None and event.deliver_at - datetime.now(UTC) > MAX_DELIVER_AHEAD:
+        message = f"more than {MAX_DELIVER_AHEAD.days} days ahead"
+        raise EventValidationError(
+            f"invalid event: deliver_at: {message}", [("deliver_at", message)]
         )
     metadata = event.data.metadata
     if metadata and too_deep(metadata, _METADATA_DEPTH):

@@ -15,10 +15,13 @@ from typing import Any
 
 import redis as sync_redis
 
-from .bus import EventBus, entry_fields
+from . import scripts
+from .bus import EventBus
 from .connection import create_redis, resolve_redis_url
-from .events import Event
+from .events import Event, encode, make_event
+from .idempotency import CHUNK, script_call
 from .keys import StreamNames
+from .scheduled_events import Cancelled
 from .settings import Settings, get_settings
 
 _buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventBus] = weakref.WeakKeyDictionary()
@@ -74,6 +77,11 @@ async def emit_many(
     return await (bus or default_bus()).emit_many(events)
 
 
+async def cancel(event_id: str, *, bus: EventBus | None = None) -> Cancelled:
+    """Cancel an event held for its ``deliver_at``: CANCELLED, ALREADY_SENT or UNKNOWN."""
+    return await (bus or default_bus()).scheduled_events.cancel(event_id)
+
+
 class SyncProducer:
     """Blocking producer over a sync Redis client, for Celery tasks and scripts."""
 
@@ -82,17 +90,32 @@ class SyncProducer:
         self.names = StreamNames(settings.stream_prefix)
         self.maxlen = settings.stream_maxlen
         self.max_event_bytes = settings.max_event_bytes
+        self.window_ms = int(settings.idempotency_window * 1000)
+        self._script = client.register_script(scripts.source("emit_many"))
+        self._cancel = client.register_script(scripts.source("cancel_event"))
 
     def emit(self, event: Event | dict[str, Any]) -> str:
-        _, fields = entry_fields(event, self.max_event_bytes)
-        return self.client.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type, return-value]
+        """As :meth:`EventBus.emit`: once per id within the window, held until ``deliver_at``."""
+        [stream_id] = self.emit_many([event])
+        return stream_id
 
     def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
-        encoded = [entry_fields(e, self.max_event_bytes)[1] for e in events]
-        pipe = self.client.pipeline(transaction=False)
-        for fields in encoded:
-            pipe.xadd(self.names.events, fields, maxlen=self.maxlen)  # type: ignore[arg-type]
-        return pipe.execute()
+        encoded = []
+        for e in events:
+            event = make_event(e)
+            encoded.append((event, encode(event, self.max_event_bytes)))
+        out: list[str] = []
+        for i in range(0, len(encoded), CHUNK):
+            keys, args = script_call(
+                self.names, encoded[i : i + CHUNK], maxlen=self.maxlen, window_ms=self.window_ms
+            )
+            out += self._script(keys=keys, args=args)
+        return out
+
+    def cancel(self, event_id: str) -> Cancelled:
+        """As :func:`cancel`."""
+        keys = [*self.names.held, self.names.idempotency(event_id)]
+        return Cancelled.from_reply(self._cancel(keys=keys, args=[event_id]))
 
 
 class _SyncDefault:
@@ -126,3 +149,8 @@ def emit_sync(event: Event | dict[str, Any]) -> str:
 def emit_many_sync(events: Iterable[Event | dict[str, Any]]) -> list[str]:
     """Blocking twin of :func:`emit_many`."""
     return _sync.get().emit_many(events)
+
+
+def cancel_sync(event_id: str) -> Cancelled:
+    """Blocking twin of :func:`cancel`."""
+    return _sync.get().cancel(event_id)

@@ -49,8 +49,15 @@ def _duration(value: object) -> float:
     return seconds
 
 
+def _optional_duration(value: object) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
+        return None
+    return _duration(value)
+
+
 Schedule = Annotated[tuple[float, ...], NoDecode]
 Duration = Annotated[float, NoDecode]
+OptionalDuration = Annotated[float | None, NoDecode]
 CsvList = Annotated[list[str], NoDecode]
 
 
@@ -66,6 +73,12 @@ class Settings(BaseSettings):
     stream_prefix: str = Field("bookgen", pattern=r"^[A-Za-z0-9_.:-]+$")
     stream_maxlen: int = Field(1_000_000, ge=1000)
     max_event_bytes: int = Field(64 * 1024, ge=1024)
+    # Time (SPEC 11): an id emitted again within the window appends nothing; streams, log
+    # rows and dead letters older than their retention are trimmed (unset: kept)
+    idempotency_window: Duration = _duration("24h")
+    stream_retention: OptionalDuration = None
+    log_retention: OptionalDuration = None
+    dlq_retention: OptionalDuration = None
     claim_idle_ms: int = Field(60_000, ge=100)
     embedded_data_dir: str = ".bookgen"
 
@@ -146,9 +159,12 @@ class Settings(BaseSettings):
     _split_csv = field_validator("admin_emails", "websocket_allowed_origins", mode="before")(
         classmethod(lambda cls, v: _csv(v))
     )
-    _durations = field_validator("websocket_token_max_ttl", "http_header_timeout", mode="before")(
-        classmethod(lambda cls, v: _duration(v))
-    )
+    _durations = field_validator(
+        "websocket_token_max_ttl", "http_header_timeout", "idempotency_window", mode="before"
+    )(classmethod(lambda cls, v: _duration(v)))
+    _optional_durations = field_validator(
+        "stream_retention", "log_retention", "dlq_retention", mode="before"
+    )(classmethod(lambda cls, v: _optional_duration(v)))
 
     def retry_policy(self, channel: str) -> tuple[tuple[float, ...], int]:
         """``(schedule, max_retries)`` for a channel; channels without their own use webhook's."""

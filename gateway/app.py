@@ -53,6 +53,7 @@ def _routes(settings: Settings) -> list[BaseRoute]:
         Route("/health", http.health),
         Route("/metrics", http.metrics),
         Route("/events", http.post_events, methods=["POST"]),  # PRODUCER_API_KEY
+        Route("/events/{event_id}", http.cancel_event, methods=["DELETE"]),  # PRODUCER_API_KEY
         Route("/notifications", admin_only(list_notifications)),
         *endpoints.ROUTES,  # ADMIN_API_KEY
         *subscribers.ROUTES,  # ADMIN_API_KEY
