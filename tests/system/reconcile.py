@@ -37,6 +37,7 @@ class ChannelReport:
     expected: int = 0
     delivered: int = 0
     rate_limited: int = 0
+    suppressed: int = 0
     dead_lettered: int = 0
     lost: list[Pair] = field(default_factory=list)
     duplicates: int = 0  # extra receipts at the peer
@@ -75,7 +76,7 @@ class Report:
         for name, c in self.channels.items():
             lines.append(
                 f"  {name:<9} expected={c.expected} delivered={c.delivered} "
-                f"rate_limited={c.rate_limited} dead_lettered={c.dead_lettered} "
+                f"rate_limited={c.rate_limited} suppressed={c.suppressed} dead_lettered={c.dead_lettered} "
                 f"lost={len(c.lost)} duplicates={c.duplicates} "
                 f"duplicate_outcomes={c.duplicate_outcomes} retries={c.retries} "
                 f"db_mismatches={len(c.db_mismatches)}"
@@ -185,6 +186,9 @@ async def reconcile(
             elif "rate_limited" in statuses:
                 rep.rate_limited += 1
                 want = "rate_limited"
+            elif "suppressed" in statuses:
+                rep.suppressed += 1
+                want = "suppressed"
             else:
                 rep.lost.append(pair)
                 continue
