@@ -26,7 +26,7 @@ from bookgen_events.errors import ConfigError, GatewayBindError
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
 
-from . import endpoints, http, subscribers, unsubscribe
+from . import console, endpoints, http, openapi, operations, subscribers, unsubscribe
 from .access import admin_only
 from .admission import ConnectionCaps
 from .auth import MIN_SECRET_BYTES, weak_secret
@@ -58,6 +58,9 @@ def _routes(settings: Settings) -> list[BaseRoute]:
         *endpoints.ROUTES,  # ADMIN_API_KEY
         *subscribers.ROUTES,  # ADMIN_API_KEY
         *unsubscribe.ROUTES,  # the signed link is the key
+        *operations.ROUTES,  # ADMIN_API_KEY: status, dead letters, replay
+        *console.ROUTES,  # the page holds no data; its every call carries ADMIN_API_KEY
+        *openapi.ROUTES,  # the API's description, open
     ]
     if settings.websocket_enabled:  # WEBSOCKET_ENABLED=false keeps only the HTTP endpoints
         routes.append(WebSocketRoute("/ws/notifications", notifications))
