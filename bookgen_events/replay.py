@@ -13,12 +13,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import get_args
 
 from .bus import EventBus, Scheduled
 from .channel import GROUP_CHANNELS
+from .endpoint_index import EndpointIndex
+from .endpoints import EndpointRegistry, EndpointType
 from .errors import OffsetError
 from .events import WIRE_FIELD, Event, decode
 from .outcomes import now_ms
+from .subscriber_index import SubscriberIndex
+from .subscribers import SubscriberRegistry
 
 _STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 _MAX_SEQ = (1 << 64) - 1
@@ -28,12 +33,34 @@ Recipients = Callable[[Event], Sequence[str]]
 
 def event_recipients(channel: str) -> Recipients:
     """Who ``channel`` delivers an event to, from the event's own fields (as the channels
-    do): its ``webhook_url`` for webhook, its ``emails`` for email."""
+    do): its ``webhook_url`` for webhook, its ``emails`` for email, its ``phones`` for sms
+    (or its user, whose phone the channel finds when it delivers)."""
     if channel == "webhook":
         return lambda event: [event.webhook_url] if event.webhook_url else []
     if channel == "email":
         return lambda event: list(event.emails)
+    if channel == "sms":
+        return lambda event: list(event.phones) or ([event.user_id] if event.user_id else [])
     raise OffsetError(f"no recipients are known for channel {channel!r}")
+
+
+async def routed_recipients(bus: EventBus, channel: str) -> Recipients:
+    """Who ``channel`` delivers an event to now, routing included: the event's own fields,
+    plus the registered endpoints that want it (webhook) or its subscriber's address (email),
+    read from the registries as they stand."""
+    own = event_recipients(channel)
+    if channel == "webhook":
+        endpoints = EndpointIndex(EndpointRegistry.for_prefix(bus.redis, bus.names.prefix))
+        await endpoints.load()
+        kinds = get_args(EndpointType)
+        return lambda event: [
+            *own(event), *(r for kind in kinds for r in endpoints.recipients(event, kind))
+        ]
+    if channel == "email":
+        subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix))
+        await subscribers.load()
+        return lambda event: subscribers.route(event, "email", list(own(event)))
+    return own
 
 
 def parse_time_ms(text: str) -> int:
@@ -99,8 +126,8 @@ async def replay(
     """Schedule every retained event in ``[start, end]`` matching the filters for ``channel``.
 
     Only events the channel has a recipient for count and are scheduled (``recipients``,
-    default :func:`event_recipients`): an event without a ``webhook_url`` is no webhook
-    redelivery. With ``only``, each is redelivered to that one recipient (an endpoint),
+    default :func:`routed_recipients`): an event with neither a ``webhook_url`` nor an
+    endpoint that wants it is no webhook redelivery. With ``only``, each is redelivered to that one recipient (an endpoint),
     else to every recipient the channel finds for it then.
     """
     if channel not in GROUP_CHANNELS:
@@ -125,7 +152,7 @@ async def replay(
             "were trimmed (STREAM_MAXLEN)"
         )
     result = ReplayResult(channel, lo, hi, first_retained=first_id, dry_run=dry_run)
-    targets = recipients or event_recipients(channel)
+    targets = recipients or await routed_recipients(bus, channel)
     total = max(await bus.length(), 1)
     cursor = lo
     while True:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from bookgen_events import Consumer, EventBus
+from bookgen_events.endpoints import EndpointRegistry
 from bookgen_events.errors import OffsetError
 from bookgen_events.replay import group_start, parse_offset, position_group, replay
+from bookgen_events.subscribers import SubscriberRegistry
 
 from ..support.channels import RecordingChannel
 from ..support.events import progress
@@ -144,6 +146,27 @@ async def test_replay_counts_and_schedules_only_events_with_a_target(bus: EventB
     assert (mails.matched, mails.scheduled, mails.no_recipient) == (1, 1, 2)
 
 
+async def test_replay_counts_events_routed_to_endpoints_and_subscribers(bus: EventBus) -> None:
+    """Routing lives in the system: an event with no webhook_url that an endpoint wants is a
+    webhook redelivery, one with no emails whose user subscribes by email an email one."""
+    endpoints = EndpointRegistry.for_prefix(bus.redis, bus.names.prefix)
+    await endpoints.create({"url": "https://hooks.example.com/jobs", "job_ids": ["2"]})
+    await SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix).put(
+        "ada", {"email": "ada@example.com"}
+    )
+    await bus.emit_many(
+        [
+            {**progress("1"), "webhook_url": None},  # nobody wants it
+            {**progress("2"), "webhook_url": None},  # the endpoint's job
+            {**progress("3"), "webhook_url": None, "user_id": "ada"},  # her subscription
+        ]
+    )
+    hooks = await replay(bus, "webhook", "0", dry_run=True)
+    assert (hooks.matched, hooks.no_recipient) == (1, 2)
+    mails = await replay(bus, "email", "0")
+    assert (mails.matched, mails.scheduled, mails.no_recipient) == (1, 1, 2)
+
+
 async def test_cli_replay_dry_run_says_what_it_skipped(
     cli_env: dict[str, str], bus: EventBus
 ) -> None:
@@ -153,7 +176,7 @@ async def test_cli_replay_dry_run_says_what_it_skipped(
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["matched"] == 1
     assert "1 of 2 events would redeliver" in result.stderr
-    assert "1 matching events without webhook_url skipped" in result.stderr
+    assert "1 matching events without a recipient skipped" in result.stderr
 
 
 def test_group_start_forms() -> None:

@@ -57,7 +57,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     result = asyncio.run(go())
     verb = "would redeliver" if result.dry_run else "scheduled for redelivery"
-    target = "webhook_url" if result.channel == "webhook" else "emails"
+    target = "a recipient"
     if args.endpoint:
         target = f"a match for endpoint {args.endpoint}"
     notes = [
