@@ -128,6 +128,28 @@ class EventBus:
             partitions=settings.stream_partitions,
         )
 
+    async def check_layout(self) -> None:
+        """Record STREAM_PARTITIONS at a deployment's first start; refuse a different one
+        later (:class:`ConfigError`): a job's events would move to another partition and
+        lose their order, and the old partitions' entries would never be read."""
+        wanted = len(self.partitions)
+        meta = self.names.meta
+        if not await self._r.hsetnx(meta, "partitions", wanted):
+            recorded = int(await self._r.hget(meta, "partitions"))
+        elif wanted > 1 and await self._r.exists(StreamNames(self.names.prefix).events):
+            # A deployment from before the layout was recorded: it ran one plain stream.
+            await self._r.hset(meta, "partitions", 1)
+            recorded = 1
+        else:
+            return
+        if recorded != wanted:
+            raise ConfigError(
+                f"STREAM_PARTITIONS is {wanted} but this deployment (STREAM_PREFIX="
+                f"{self.names.prefix}) runs {recorded} partition(s); changing it on a running "
+                f"system is refused: set STREAM_PARTITIONS={recorded}, or start a new "
+                "deployment under another STREAM_PREFIX"
+            )
+
     # -- producing ---------------------------------------------------------------------------
 
     async def emit(self, event: Event | dict[str, Any]) -> str:

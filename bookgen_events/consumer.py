@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .bus import Entry, EventBus
@@ -33,6 +33,7 @@ from .events import WIRE_FIELD, Event, decode
 from .flusher import Flusher
 from .logs import get_logger
 from .outcomes import now_ms
+from .partitions import partition_key
 from .pool import WorkerPool
 from .ratelimit import RateLimiter
 from .reader import GroupReader, default_consumer_name, unless_down
@@ -107,6 +108,9 @@ class Consumer:
         self._delivery = Delivery(
             channel, limiter, retry_schedule, max_retries, rate_limits, self._log
         )
+        # Per-job order: the last delivery queued per job (partition key), which the next one
+        # of the same job waits for.
+        self._tails: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     def from_settings(
@@ -323,7 +327,28 @@ class Consumer:
         else:
             self._ack_now(entry_id, None, raw)
             return
-        self._pool.submit(work, entry_id)
+        self._pool.submit(self._in_order(partition_key(event), work), entry_id)
+
+    async def _in_order(self, key: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` once the job's previous delivery read from the stream has finished:
+        one job's events reach a recipient in the order they were emitted (first attempts;
+        a retry comes after the job's later events). The pool starts work in the order it
+        was queued, so the one waited for is always running already."""
+        previous = self._tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = mine
+        started = False
+        try:
+            if previous is not None:
+                await previous
+            started = True
+            await work
+        finally:
+            if not started:
+                work.close()  # cancelled while waiting (a shutdown): it never ran
+            mine.set_result(None)
+            if self._tails.get(key) is mine:
+                del self._tails[key]
 
     def _ack_now(self, entry_id: str, poison: str | None = None, raw: str = "") -> None:
         """Settle an entry with nothing to deliver: ack it, dead-lettered first if poison."""

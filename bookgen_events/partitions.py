@@ -15,14 +15,17 @@ puts ``n / masters`` partitions on each master, and never on a range's edge.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections.abc import Sequence
 from functools import cache
+from typing import Protocol
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .events import Event
 
-__all__ = ["partition_key", "partition_of", "partition_tag", "slot_of_tag"]
+__all__ = ["PartitionedEmitter", "partition_key", "partition_of", "partition_tag", "slot_of_tag"]
 
 
 def partition_key(event: Event) -> str:
@@ -53,3 +56,38 @@ def partition_tag(index: int, partitions: int) -> str:
     while not low <= slot_of_tag(f"{index}.{k}") < max(high, low + 1):
         k += 1
     return f"{index}.{k}"
+
+
+class _Emitter(Protocol):
+    async def emit(self, event: Event, payload: bytes) -> str: ...
+
+    async def emit_many(self, encoded: Sequence[tuple[Event, bytes]]) -> list[str]: ...
+
+
+class PartitionedEmitter:
+    """Emits each event through its partition's emitter; a batch split by partition, the
+    parts written concurrently (on a cluster, to different nodes), the ids in input order.
+
+    An event id is idempotent within its partition: a retried emit of the same event (same
+    job) lands on the same partition and appends nothing.
+    """
+
+    def __init__(self, emitters: Sequence[_Emitter]) -> None:
+        self.emitters = list(emitters)
+
+    async def emit(self, event: Event, payload: bytes) -> str:
+        return await self.emitters[partition_of(event, len(self.emitters))].emit(event, payload)
+
+    async def emit_many(self, encoded: Sequence[tuple[Event, bytes]]) -> list[str]:
+        count = len(self.emitters)
+        parts: dict[int, list[int]] = {}
+        for i, (event, _) in enumerate(encoded):
+            parts.setdefault(partition_of(event, count), []).append(i)
+        replies = await asyncio.gather(
+            *(self.emitters[p].emit_many([encoded[i] for i in at]) for p, at in parts.items())
+        )
+        out = [""] * len(encoded)
+        for at, ids in zip(parts.values(), replies, strict=True):
+            for i, stream_id in zip(at, ids, strict=True):
+                out[i] = stream_id
+        return out

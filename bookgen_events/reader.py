@@ -17,13 +17,22 @@ import socket
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from redis.exceptions import ClusterError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .bus import Entry, EventBus
 
-#: Errors that mean "Redis cannot be reached right now", not "this request is wrong".
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Errors that mean "Redis cannot be reached right now", not "this request is wrong": on a
+#: cluster also a failover in progress (CLUSTERDOWN, TRYAGAIN, a slot nobody serves yet).
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 
 R = TypeVar("R")
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from .connection import is_cluster
 from .keys import StreamNames
 
 
@@ -30,7 +31,7 @@ class AuditedHash:
     @classmethod
     def named(cls, redis: Redis, prefix: str, registry: str) -> AuditedHash:
         """The store of ``registry`` (``endpoints``, ``subscribers``) under ``prefix``."""
-        key = getattr(StreamNames(prefix), registry)
+        key = getattr(StreamNames(prefix, cluster=is_cluster(redis)), registry)
         return cls(redis, hash_key=key, changes_key=StreamNames.changes(key))
 
     async def get(self, record_id: str) -> str | None:

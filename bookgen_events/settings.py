@@ -70,6 +70,10 @@ class Settings(BaseSettings):
 
     # Redis and streams
     redis_url: str | None = None
+    # Redis Cluster (SPEC 12): unset detects it from the node REDIS_URL names
+    redis_cluster: bool | None = None
+    # Partition streams events spread over by job; fixed for a deployment's life
+    stream_partitions: int = Field(1, ge=1, le=1024)
     stream_prefix: str = Field("bookgen", pattern=r"^[A-Za-z0-9_.:-]+$")
     stream_maxlen: int = Field(1_000_000, ge=1000)
     max_event_bytes: int = Field(64 * 1024, ge=1024)

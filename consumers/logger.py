@@ -94,7 +94,15 @@ class NotificationLogger:
         self.batch = batch
         self.claim_idle_ms = claim_idle_ms
         self.block_ms = block_ms
-        self.streams = (bus.names.events, bus.names.deliveries)
+        # Every partition's events and outcomes (STREAM_PARTITIONS), each acked through its
+        # partition's bus so a commit's keys share one slot.
+        self._bus_of = {
+            stream: part
+            for part in bus.partitions
+            for stream in (part.names.events, part.names.deliveries)
+        }
+        self.streams = tuple(self._bus_of)
+        self._event_streams = {part.names.events for part in bus.partitions}
         self._held: list[tuple[str, Entry]] = []  # a batch the database refused, retried first
         self._next_claim = 0.0
         self._block_on = 0
@@ -103,7 +111,12 @@ class NotificationLogger:
         self._log = log.bind(group=GROUP, consumer=self.name)
         self._readers = {
             stream: GroupReader(
-                bus, GROUP, self.name, claim_idle_ms=claim_idle_ms, log=self._log, stream=stream
+                self._bus_of[stream],
+                GROUP,
+                self.name,
+                claim_idle_ms=claim_idle_ms,
+                log=self._log,
+                stream=stream,
             )
             for stream in self.streams
         }
@@ -192,7 +205,7 @@ class NotificationLogger:
         if not out and block_ms:
             # One BLOCK at a time, alternating streams: latency stays under block_ms.
             stream = self.streams[self._block_on]
-            self._block_on ^= 1
+            self._block_on = (self._block_on + 1) % len(self.streams)
             out += [(stream, e) for e in await readers[stream].new(self.batch, block_ms)]
         return out
 
@@ -225,7 +238,7 @@ class NotificationLogger:
                 )
             commit = Commit([], letters, [], [], [p.entry_id for p in mine])
             try:
-                await self.bus.commit(GROUP, commit, GROUP, stream=stream)
+                await self._bus_of[stream].commit(GROUP, commit, GROUP, stream=stream)
             except REDIS_DOWN as exc:
                 # Rows are written; the entries stay pending and come back idempotently.
                 self._log.warning("ack failed; entries will be redone", error=str(exc))
@@ -236,7 +249,7 @@ class NotificationLogger:
         entry_id, fields = entry
         item = Parsed(stream, entry_id)
         try:
-            if stream == self.bus.names.events:
+            if stream in self._event_streams:
                 item.events = event_rows(decode(fields), entry_id, self.channels)
             else:
                 item.outcomes = [outcome_row(Outcome.from_fields(fields))]
@@ -310,7 +323,9 @@ async def rebuild(bus: EventBus, settings: Settings, *, chunk: int = 1000) -> di
 
     # An unreachable database fails here, even with nothing to write.
     await attempt(lambda: ensure_schema(logger.engine, force=True))
-    for stream, kind in ((bus.names.events, "events"), (bus.names.deliveries, "outcomes")):
+    sources = [(p.names.events, "events") for p in bus.partitions]
+    sources += [(p.names.deliveries, "outcomes") for p in bus.partitions]
+    for stream, kind in sources:
         start = "-"
         while entries := await bus.range(start, "+", count=chunk, stream=stream):
             parsed = [logger.parse(stream, entry) for entry in entries]

@@ -153,12 +153,17 @@ async def open_bus(
     traceback; a connection lost later is reported the same way.
     """
     url = resolve_redis_url(settings)
-    redis = create_redis(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    redis = create_redis(
+        url, cluster=settings.redis_cluster, socket_connect_timeout=CONNECT_TIMEOUT_S
+    )
     try:
         if check:
             await _check_redis(redis, url, settings, stop)
         try:
-            yield EventBus.from_settings(redis, settings)
+            bus = EventBus.from_settings(redis, settings)
+            if check:
+                await bus.check_layout()
+            yield bus
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise Unreachable(
                 "Redis", redact_url(url), _redis_variable(settings), failure_reason(exc)

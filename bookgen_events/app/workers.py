@@ -40,9 +40,10 @@ def consumed_streams(bus: EventBus, name: str) -> list[str]:
     """The streams worker ``name`` reads as a consumer group (none for the gateway)."""
     if name not in CONSUMERS:
         return []
+    parts = bus.partitions  # every partition's streams (STREAM_PARTITIONS)
     if name == "logger":  # it projects the outcomes too
-        return [bus.names.events, bus.names.deliveries]
-    return [bus.names.events]
+        return [s for p in parts for s in (p.names.events, p.names.deliveries)]
+    return [p.names.events for p in parts]
 
 
 def enabled_workers(settings: Settings) -> list[str]:
