@@ -23,6 +23,7 @@ lasts until the window after its due time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,9 +42,9 @@ HELD = ""
 
 
 def due_ms(event: Event) -> int:
-    """The event's ``deliver_at`` in ms since the epoch, 0 for at once."""
+    """The event's ``deliver_at`` in ms since the epoch (rounded up: never early), 0 for at once."""
     deliver_at = event.deliver_at
-    return 0 if deliver_at is None else int(deliver_at.timestamp() * 1000)
+    return 0 if deliver_at is None else math.ceil(deliver_at.timestamp() * 1000)
 
 
 def script_call(

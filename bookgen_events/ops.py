@@ -102,6 +102,8 @@ async def status(bus: EventBus) -> dict[str, Any]:
         "deliveries": await _stream(bus, names.deliveries),
         "dead_letters": {c: int(counts[2 * i]) for i, c in enumerate(ordered)},
         "scheduled": {c: int(counts[2 * i + 1]) for i, c in enumerate(ordered)},
+        # Events held for their deliver_at: "still scheduled" in the accounting (SPEC 14)
+        "scheduled_events": await bus.scheduled_events.count(),
         "redis": {
             "version": server.get("valkey_version") or server.get("redis_version"),
             "used_memory": memory.get("used_memory"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any, Concatenate, ParamSpec
 
 from .bus import EventBus
@@ -46,6 +47,7 @@ class EventFactory:
         user_email: str | None = None,
         metadata: Metadata = None,
         user_phone: str | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         data = {
             "progress": progress,
@@ -55,7 +57,7 @@ class EventFactory:
         }
         return self._event(
             EventType.PROGRESS_UPDATE, job_id, user_id, data, webhook_url, user_email,
-            phones=user_phone,
+            phones=user_phone, deliver_at=deliver_at,
         )  # fmt: skip
 
     def completion(
@@ -70,6 +72,7 @@ class EventFactory:
         user_id: str | None = None,
         metadata: Metadata = None,
         user_phone: str | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         data = {
             "biography_id": biography_id,
@@ -78,7 +81,14 @@ class EventFactory:
             "metadata": metadata or {},
         }
         return self._event(
-            EventType.COMPLETION, job_id, user_id, data, webhook_url, user_email, phones=user_phone
+            EventType.COMPLETION,
+            job_id,
+            user_id,
+            data,
+            webhook_url,
+            user_email,
+            phones=user_phone,
+            deliver_at=deliver_at,
         )
 
     def error_alert(
@@ -93,12 +103,20 @@ class EventFactory:
         user_email: str | None = None,
         metadata: Metadata = None,
         user_phone: str | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         admins = self.admin_emails if severity == "critical" else []
         data = {"error": error, "severity": severity, "metadata": metadata or {}}
         emails = _emails(user_email, admin_emails, admins)
         return self._event(
-            EventType.ERROR_ALERT, job_id, user_id, data, webhook_url, emails, phones=user_phone
+            EventType.ERROR_ALERT,
+            job_id,
+            user_id,
+            data,
+            webhook_url,
+            emails,
+            phones=user_phone,
+            deliver_at=deliver_at,
         )
 
     def status_change(
@@ -112,11 +130,12 @@ class EventFactory:
         user_id: str | None = None,
         metadata: Metadata = None,
         user_phone: str | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         data = {"old_status": old_status, "new_status": new_status, "metadata": metadata or {}}
         return self._event(
             EventType.STATUS_CHANGE, job_id, user_id, data, webhook_url, user_email,
-            phones=user_phone,
+            phones=user_phone, deliver_at=deliver_at,
         )  # fmt: skip
 
     def admin_alert(
@@ -128,10 +147,13 @@ class EventFactory:
         *,
         webhook_url: str | None = None,
         job_id: str | int | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         data = {"alert_type": alert_type, "message": message, "metadata": metadata or {}}
         emails = _emails(admin_emails, self.admin_emails)
-        return self._event(EventType.ADMIN_ALERT, job_id, None, data, webhook_url, emails)
+        return self._event(
+            EventType.ADMIN_ALERT, job_id, None, data, webhook_url, emails, deliver_at=deliver_at
+        )
 
     @staticmethod
     def _event(
@@ -143,6 +165,7 @@ class EventFactory:
         emails: Sequence[str] | str | None,
         *,
         phones: Sequence[str] | str | None = None,
+        deliver_at: datetime | None = None,
     ) -> Event:
         return make_event(
             {
@@ -153,6 +176,7 @@ class EventFactory:
                 "webhook_url": webhook_url,
                 "emails": _emails(emails),
                 "phones": _emails(phones),  # the same flattening, de-duplicated
+                "deliver_at": deliver_at,  # held until then (SPEC 11)
             }
         )
 
@@ -176,7 +200,11 @@ def _sync_sender(
 
 
 class NotificationService:
-    """Emits the seed's notifications; every method returns the stream entry id."""
+    """Emits the seed's notifications; every method returns the stream entry id.
+
+    Every method takes ``deliver_at=`` (a datetime; naive means UTC): the event is then held
+    until that time and ``""`` returned (SPEC 11).
+    """
 
     def __init__(
         self,

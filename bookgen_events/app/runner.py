@@ -30,6 +30,7 @@ from ..embedded import EmbeddedRedis
 from ..errors import Unreachable
 from ..logs import get_logger
 from ..metrics import keep_stream_gauges_fresh
+from ..scheduled_events import keep_moving
 from ..settings import Settings
 from .workers import consumed_streams, serve_function
 
@@ -199,6 +200,8 @@ async def _run_tasks(
         serve = serve_function(name)
         tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
     tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
+    # Whichever process runs moves due scheduled events: no scheduler of its own (SPEC 11).
+    tasks.append(asyncio.create_task(keep_moving(bus.scheduled_events, stop), name="mover"))
     log.info("workers running", workers=sorted(workers))
     try:
         # The first to finish (normally all, after stop) ends the wait; a crash raises.

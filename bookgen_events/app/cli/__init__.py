@@ -15,11 +15,11 @@ from ...credentials import known_credentials
 from ...errors import BookgenEventsError, ConfigError
 from ...logs import configure_logging
 from ...settings import load_settings
-from . import endpoints, recovery, serving, streams, subscribers, tools
+from . import endpoints, recovery, scheduling, serving, streams, subscribers, tools
 from .base import Handler
 from .serving import Terminated
 
-COMMAND_GROUPS = (serving, streams, recovery, endpoints, subscribers, tools)
+COMMAND_GROUPS = (serving, streams, scheduling, recovery, endpoints, subscribers, tools)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -147,6 +147,7 @@ def _print_status(report: dict[str, Any]) -> None:
     for channel, size in report["dead_letters"].items():
         table.add_row(channel, str(size), str(report["scheduled"].get(channel, 0)))
     console.print(table)
+    console.print(f"scheduled events waiting for their deliver_at: {report['scheduled_events']}")
     redis = report["redis"]
     console.print(f"redis {redis['version']}, memory {redis['used_memory_human']}")
 

@@ -1,0 +1,23 @@
+"""A real mover process for crash tests: moves due scheduled events ten at a time, forever.
+
+Run as ``python -m tests.core.mover_proc URL PREFIX``; small batches so a SIGKILL lands
+between (and, at the Redis end, during) moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from bookgen_events import EventBus
+from bookgen_events.connection import create_redis
+
+
+async def main(url: str, prefix: str) -> None:
+    bus = EventBus(create_redis(url), prefix=prefix)
+    while True:
+        await bus.scheduled_events.move_due(limit=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
