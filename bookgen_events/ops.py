@@ -7,6 +7,7 @@ from typing import Any
 from .bus import EventBus
 from .channel import DEAD_LETTER_GROUPS
 from .outcomes import Outcome, now_ms
+from .scheduled_events import count_in
 
 _LAG_COUNT_CAP = 100_000
 
@@ -103,7 +104,7 @@ async def status(bus: EventBus) -> dict[str, Any]:
         "dead_letters": {c: int(counts[2 * i]) for i, c in enumerate(ordered)},
         "scheduled": {c: int(counts[2 * i + 1]) for i, c in enumerate(ordered)},
         # Events held for their deliver_at: "still scheduled" in the accounting (SPEC 14)
-        "scheduled_events": await bus.scheduled_events.count(),
+        "scheduled_events": await count_in([part.scheduled_events for part in bus.partitions]),
         "redis": {
             "version": server.get("valkey_version") or server.get("redis_version"),
             "used_memory": memory.get("used_memory"),

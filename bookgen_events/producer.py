@@ -21,7 +21,7 @@ from .connection import create_redis, resolve_redis_url
 from .events import Event, encode, make_event
 from .idempotency import CHUNK, script_call
 from .keys import StreamNames
-from .scheduled_events import Cancelled
+from .scheduled_events import Cancelled, cancel_in
 from .settings import Settings, get_settings
 
 _buses: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, EventBus] = weakref.WeakKeyDictionary()
@@ -79,7 +79,8 @@ async def emit_many(
 
 async def cancel(event_id: str, *, bus: EventBus | None = None) -> Cancelled:
     """Cancel an event held for its ``deliver_at``: CANCELLED, ALREADY_SENT or UNKNOWN."""
-    return await (bus or default_bus()).scheduled_events.cancel(event_id)
+    bus = bus or default_bus()
+    return await cancel_in([part.scheduled_events for part in bus.partitions], event_id)
 
 
 class SyncProducer:

@@ -7,8 +7,8 @@ the event stream (:attr:`StreamNames.held <bookgen_events.keys.StreamNames.held>
 set of ids scored by due time in ms, and a hash of id -> event JSON, so a cancel finds an
 event by its id.
 
-Whichever process runs :func:`keep_moving` (every worker process, the gateway and ``up``)
-moves due events: it reads the head of the set, then ``scripts/move_due.lua`` removes each
+Whichever process runs :func:`keep_moving` (every worker process, the gateway and ``up``,
+one per partition) moves due events: it reads the head of the set, then ``scripts/move_due.lua`` removes each
 one still there and due by Redis's clock and appends it, with its own id, in one script.
 No event is moved twice (a second mover finds it gone) and none is lost with a process
 SIGKILLed mid-move (the script ran wholly or not at all), so there is no scheduler to keep
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -126,6 +127,27 @@ class ScheduledEvents:
             for (member, score), body in zip(head, bodies, strict=True)
             if body is not None
         ]
+
+
+async def cancel_in(parts: Sequence[ScheduledEvents], event_id: str) -> Cancelled:
+    """Cancel ``event_id`` in whichever partition holds it (an id alone names no partition)."""
+    found = Cancelled.UNKNOWN
+    for part in parts:
+        found = await part.cancel(event_id)
+        if found is not Cancelled.UNKNOWN:
+            break
+    return found
+
+
+async def count_in(parts: Sequence[ScheduledEvents]) -> int:
+    """Events held in every partition."""
+    return sum([await part.count() for part in parts])
+
+
+async def list_in(parts: Sequence[ScheduledEvents], limit: int = 100) -> list[HeldEvent]:
+    """The ``limit`` held events due first, over every partition."""
+    held = [event for part in parts for event in await part.list(limit)]
+    return sorted(held, key=lambda e: (e.due_ms, e.event_id))[:limit]
 
 
 async def keep_moving(

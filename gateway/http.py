@@ -19,7 +19,7 @@ from bookgen_events.events import make_event
 from bookgen_events.idempotency import HELD
 from bookgen_events.jsondepth import MAX_JSON_DEPTH, too_deep
 from bookgen_events.logs import get_logger
-from bookgen_events.scheduled_events import Cancelled
+from bookgen_events.scheduled_events import Cancelled, cancel_in
 from bookgen_events.settings import Settings
 
 from .access import error, producer_refusal
@@ -117,7 +117,7 @@ async def cancel_event(request: Request) -> Response:
         return refusal
     event_id = request.path_params["event_id"]
     try:
-        found = await bus.scheduled_events.cancel(event_id)
+        found = await cancel_in([part.scheduled_events for part in bus.partitions], event_id)
     except (RedisError, OSError) as exc:
         log.error("cancel failed", error=str(exc))
         return error(503, "event store unavailable")

@@ -201,7 +201,9 @@ async def _run_tasks(
         tasks.append(asyncio.create_task(serve(bus, settings, stop, **options), name=name))
     tasks.append(asyncio.create_task(keep_stream_gauges_fresh(bus, stop), name="gauges"))
     # Whichever process runs moves due scheduled events: no scheduler of its own (SPEC 11).
-    tasks.append(asyncio.create_task(keep_moving(bus.scheduled_events, stop), name="mover"))
+    for part in bus.partitions:
+        mover = keep_moving(part.scheduled_events, stop)
+        tasks.append(asyncio.create_task(mover, name=f"mover-{part.names.partition}"))
     log.info("workers running", workers=sorted(workers))
     try:
         # The first to finish (normally all, after stop) ends the wait; a crash raises.

@@ -15,7 +15,7 @@ from bookgen_events.events import make_event
 from bookgen_events.idempotency import HELD
 from bookgen_events.ops import status
 from bookgen_events.producer import cancel
-from bookgen_events.scheduled_events import Cancelled
+from bookgen_events.scheduled_events import Cancelled, count_in
 
 from ..support.events import progress
 from ..support.processes import cli, one_line
@@ -145,3 +145,24 @@ def test_cli_scheduled_and_cancel(cli_env: dict[str, str], settings: Settings) -
     assert cli(cli_env, "cancel", held.id).returncode == 0
     late = cli(cli_env, "cancel", sent.id)
     assert late.returncode == 1 and "already sent" in one_line(late.stderr)
+
+
+async def test_partitions_each_hold_and_move_their_own(bare_bus: EventBus) -> None:
+    """With STREAM_PARTITIONS=3, events of several jobs are held in their partitions; one
+    mover per partition moves them, and cancel and count find them by id alone."""
+    bus = EventBus(bare_bus.redis, prefix=bare_bus.names.prefix, partitions=3)
+    parts = [part.scheduled_events for part in bus.partitions]
+    events = [make_event(progress(f"job{i}", deliver_at=_in(0.3))) for i in range(12)]
+    await bus.emit_many(events)
+    assert await count_in(parts) == 12 and sum([await p.count() > 0 for p in parts]) >= 2
+    assert await cancel(events[0].id, bus=bus) is Cancelled.CANCELLED
+
+    async def all_moved() -> bool:
+        for part in parts:
+            await part.move_due()
+        return await count_in(parts) == 0
+
+    await eventually(all_moved, 5, "every partition's events to be moved")
+    appended = sum([await part.length() for part in bus.partitions])
+    assert appended == 11
+    assert await cancel(events[1].id, bus=bus) is Cancelled.ALREADY_SENT

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ...scheduled_events import Cancelled
+from ...scheduled_events import Cancelled, cancel_in, count_in, list_in
 from ...settings import Settings
 from ..runner import open_bus
 from .base import Add, print_json
@@ -17,8 +17,8 @@ from .base import Add, print_json
 def cmd_scheduled(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> tuple[int, list[dict[str, Any]]]:
         async with open_bus(settings) as bus:
-            held = bus.scheduled_events
-            return await held.count(), [e.shown() for e in await held.list(args.limit)]
+            parts = [part.scheduled_events for part in bus.partitions]
+            return await count_in(parts), [e.shown() for e in await list_in(parts, args.limit)]
 
     total, shown = asyncio.run(go())
     if args.json:
@@ -34,7 +34,8 @@ def cmd_scheduled(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     async def go() -> Cancelled:
         async with open_bus(settings) as bus:
-            return await bus.scheduled_events.cancel(args.event_id)
+            parts = [part.scheduled_events for part in bus.partitions]
+            return await cancel_in(parts, args.event_id)
 
     found = asyncio.run(go())
     if found is Cancelled.CANCELLED:
