@@ -5,7 +5,11 @@ A channel says who should get an event (``recipients``), how to deliver it to on
 :class:`~bookgen_events.errors.Reject`), and what its rate-limit key is. A channel that
 knows of opt-outs also has ``suppressed(event, recipient) -> str | None``: the reason that
 recipient must not get the event (recorded as a final ``suppressed`` outcome, never
-attempted), or None. Reading, acking,
+attempted), or None; one that knows of quiet hours has ``held_until(event, recipient) ->
+int | None``: when (Unix ms) that delivery may be made, or None for now. A channel whose recipients carry limits of their own also has
+``rate_limit_windows(recipient, default) -> windows``: that recipient's
+:data:`~bookgen_events.ratelimit.Window` list (an endpoint's ``rate_limit_per_minute``, or
+Slack's and Discord's defaults), else ``default``. Reading, acking,
 reclaiming, retry scheduling, dead-lettering and outcomes belong to
 :class:`~bookgen_events.consumer.Consumer`.
 """

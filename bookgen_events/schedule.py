@@ -28,7 +28,7 @@ class Scheduled:
     entry_id: str
     attempt: int = 1
     recipient: str | None = None
-    origin: str = "retry"  # retry | replay | redrive
+    origin: str = "retry"  # retry | replay | redrive | quiet (held for quiet hours)
 
     def dumps(self) -> str:
         return json.dumps(

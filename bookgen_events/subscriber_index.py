@@ -8,7 +8,10 @@ cost a dispatcher ~60 MB), in exchange for routing with no Redis round trip per 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from .events import Event
+from .quiet_hours import is_critical, quiet_until
 from .registry_view import RegistryView
 from .subscribers import Subscriber, SubscriberChannel, SubscriberRegistry
 
@@ -62,3 +65,16 @@ class SubscriberIndex(RegistryView[Subscriber]):
         if subscriber is None or subscriber.wants(channel, event.type):
             return None
         return f"subscriber {subscriber.user_id} opted out of {event.type.value} by {channel}"
+
+    def quiet_until_ms(
+        self, event: Event, channel: SubscriberChannel, address: str, now: datetime | None = None
+    ) -> int | None:
+        """When ``address``'s owner's quiet hours end (Unix ms) if ``event`` must wait for
+        that on ``channel``; None to send now. Email and SMS wait; critical alerts never do."""
+        if channel == "websocket" or is_critical(event):
+            return None
+        subscriber = self.owner(address)
+        if subscriber is None or subscriber.quiet_hours is None:
+            return None
+        until = quiet_until(subscriber.quiet_hours, now or datetime.now(UTC))
+        return None if until is None else int(until.timestamp() * 1000)

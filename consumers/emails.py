@@ -249,6 +249,11 @@ class EmailChannel:
             return None
         return self.subscribers.opted_out(event, "email", recipient)
 
+    def held_until(self, event: Event, recipient: str) -> int | None:
+        if self.subscribers is None:
+            return None
+        return self.subscribers.quiet_until_ms(event, "email", recipient)
+
     def rate_limit_key(self, event: Event, recipient: str) -> str | None:
         return recipient
 

@@ -8,13 +8,16 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from email.message import EmailMessage
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import SecretStr
 
 from bookgen_events import EventBus, Settings
 from bookgen_events.events import EventType
+from bookgen_events.schedule import Scheduled
 from bookgen_events.service import EventFactory
 from bookgen_events.subscribers import SubscriberRegistry
 from consumers import emails
@@ -113,3 +116,44 @@ async def test_subscriber_routing_one_click_unsubscribe_and_suppression(
     assert by_recipient["colleague@example.com"].status == "delivered"
     # A progress update still reaches her: only completions were turned off.
     assert (await registry.get("ada")).wants("email", EventType.PROGRESS_UPDATE)
+
+
+async def test_quiet_hours_hold_mail_in_redis_and_never_a_critical_alert(
+    bus: EventBus, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """In Ada's quiet hours (her zone, now inside them) a progress update waits in Redis as a
+    scheduled delivery due when they end, across a dispatcher restart; a critical alert goes
+    at once. When the hold comes due outside quiet hours, it is delivered."""
+    settings = email_settings(settings, smtp_server.port)
+    zone = ZoneInfo("Asia/Kolkata")
+    local = datetime.now(zone)
+    start, end = (local - timedelta(hours=1)), (local + timedelta(hours=1))
+    registry = SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix)
+    await registry.put("ada", {
+        "email": "ada@example.com",
+        "quiet_hours": {"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M"),
+                        "tz": "Asia/Kolkata"},
+    })  # fmt: skip
+    update = FACTORY.progress_update("j1", 40.0, "writing", user_id="ada")
+    alert = FACTORY.error_alert("j1", "GPU on fire", "critical", user_id="ada")
+    received = smtp_server.handler.received
+    held_key = bus.names.scheduled("email")
+
+    async with dispatching(bus, settings):
+        await bus.emit_many([update, alert])
+        await eventually(lambda: len(received) == 1)
+        held = await eventually(lambda: bus.redis.zrange(held_key, 0, -1, withscores=True))
+    assert "critical" in received[0].message()["Subject"]
+    [(member, due_ms)] = held
+    assert Scheduled.loads(member).origin == "quiet"
+    wanted = datetime.combine(end.date(), end.time().replace(second=0, microsecond=0), zone)
+    assert due_ms == int(wanted.timestamp() * 1000)
+    assert [o.event_id for o in await outcomes(bus)] == [alert.id]  # still scheduled
+
+    # Later: her quiet hours are over (dropped here), the hold comes due; a new dispatcher.
+    await registry.put("ada", {"email": "ada@example.com"})
+    await bus.redis.zadd(held_key, {member: 0}, xx=True)
+    async with dispatching(bus, settings):
+        await eventually(lambda: len(received) == 2)
+    assert received[1].message()["Subject"].startswith("Job j1")
+    assert await bus.redis.zcard(held_key) == 0
