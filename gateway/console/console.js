@@ -563,6 +563,7 @@ refreshers.log = refreshLog;
 document.addEventListener("DOMContentLoaded", () => {
   $("#login-form").addEventListener("submit", signIn);
   $("#sign-out").addEventListener("click", () => signOut(""));
+  $("#refresh").addEventListener("click", poll);
   $("#endpoint-form").addEventListener("submit", addEndpoint);
   $("#ep-filter").addEventListener("input", drawEndpoints);
   $("#ep-state").addEventListener("change", drawEndpoints);
