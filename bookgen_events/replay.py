@@ -33,20 +33,19 @@ Recipients = Callable[[Event], Sequence[str]]
 
 def event_recipients(channel: str) -> Recipients:
     """Who ``channel`` delivers an event to, from the event's own fields (as the channels
-    do): its ``webhook_url`` for webhook, its ``emails`` for email, its ``phones`` for sms
-    (or its user, whose phone the channel finds when it delivers)."""
+    do): its ``webhook_url`` for webhook, its ``emails`` for email, its ``phones`` for sms."""
     if channel == "webhook":
         return lambda event: [event.webhook_url] if event.webhook_url else []
     if channel == "email":
         return lambda event: list(event.emails)
     if channel == "sms":
-        return lambda event: list(event.phones) or ([event.user_id] if event.user_id else [])
+        return lambda event: list(event.phones)
     raise OffsetError(f"no recipients are known for channel {channel!r}")
 
 
 async def routed_recipients(bus: EventBus, channel: str) -> Recipients:
     """Who ``channel`` delivers an event to now, routing included: the event's own fields,
-    plus the registered endpoints that want it (webhook) or its subscriber's address (email),
+    plus the registered endpoints that want it (webhook) or its subscriber's address (email, sms),
     read from the registries as they stand."""
     own = event_recipients(channel)
     if channel == "webhook":
@@ -60,6 +59,10 @@ async def routed_recipients(bus: EventBus, channel: str) -> Recipients:
         subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix))
         await subscribers.load()
         return lambda event: subscribers.route(event, "email", list(own(event)))
+    if channel == "sms":
+        subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix))
+        await subscribers.load()
+        return lambda event: subscribers.route(event, "sms", list(own(event)))
     return own
 
 

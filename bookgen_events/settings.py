@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
+from .events import EventType
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -53,6 +54,25 @@ def _optional_duration(value: object) -> float | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
         return None
     return _duration(value)
+
+
+_SEVERITIES = ("info", "warning", "error", "critical")
+
+
+def _sms_types(value: object) -> list[str]:
+    """``SMS_TYPES``: event types, ``error_alert`` optionally narrowed to one severity
+    (``error_alert:critical``); an entry per severity wanted."""
+    entries = _csv(value)
+    names = [kind.value for kind in EventType]
+    for entry in entries:
+        kind, colon, severity = entry.partition(":")
+        if kind not in names:
+            raise ValueError(f"{entry!r}: not an event type (one of {', '.join(names)})")
+        if colon and (kind != EventType.ERROR_ALERT or severity not in _SEVERITIES):
+            raise ValueError(
+                f"{entry!r}: only error_alert takes a severity, one of {', '.join(_SEVERITIES)}"
+            )
+    return entries
 
 
 Schedule = Annotated[tuple[float, ...], NoDecode]
@@ -113,6 +133,18 @@ class Settings(BaseSettings):
     email_retry_schedule: Schedule = _schedule("30s,5m,30m,2h,5h")
     admin_emails: CsvList = Field(default_factory=list)
 
+    # SMS (SPEC 10): Twilio's Messages API; the sms worker runs when enabled
+    sms_enabled: bool = False
+    twilio_account_sid: str | None = Field(None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    # A sender number (E.164) or an alphanumeric sender id; or a messaging service instead
+    twilio_from: str | None = Field(None, pattern=r"^(\+[1-9][0-9]{7,14}|[A-Za-z0-9 ]{1,11})$")
+    twilio_messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    twilio_api_base: str = Field("https://api.twilio.com", pattern=r"^https?://[^\s/?#]+/?$")
+    # What is texted at all (a subscriber's preferences choose within it): completions and
+    # critical error alerts by default, texts cost money and attention
+    sms_types: CsvList = Field(default_factory=lambda: ["completion", "error_alert:critical"])
+
     # WebSocket gateway and HTTP
     websocket_enabled: bool = True
     websocket_auth: Literal["jwt", "none"] = "jwt"
@@ -150,6 +182,8 @@ class Settings(BaseSettings):
     webhook_rate_limit_per_hour: int | None = Field(None, ge=0)
     websocket_rate_limit_per_minute: int | None = Field(None, ge=0)
     websocket_rate_limit_per_hour: int | None = Field(None, ge=0)
+    sms_rate_limit_per_minute: int | None = Field(None, ge=0)
+    sms_rate_limit_per_hour: int | None = Field(None, ge=0)
 
     # Logging and database
     enable_notification_logging: bool = True
@@ -160,6 +194,9 @@ class Settings(BaseSettings):
     _split_schedules = field_validator(
         "webhook_retry_schedule", "email_retry_schedule", mode="before"
     )(classmethod(lambda cls, v: _schedule(v)))
+    _sms_types = field_validator("sms_types", mode="before")(
+        classmethod(lambda cls, v: _sms_types(v))
+    )
     _split_csv = field_validator("admin_emails", "websocket_allowed_origins", mode="before")(
         classmethod(lambda cls, v: _csv(v))
     )

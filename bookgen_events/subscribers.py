@@ -209,7 +209,7 @@ class SubscriberRegistry:
         contact = {"email": "email", "sms": "phone"}.get(channel)
         if address and contact and getattr(current, contact) is None:
             try:
-                SubscriberFields(**{contact: address})
+                SubscriberFields.model_validate({contact: address})
             except ValidationError:
                 pass  # not a valid address for that channel: the preference alone
             else:

@@ -23,9 +23,17 @@ from bookgen_events.connection import create_redis
 from bookgen_events.embedded import EmbeddedRedis
 from tests.support.gateway import gateway, gateway_settings, start_gateway
 from tests.support.processes import process_env
+from tests.support.twilio import twilio
 from tests.support.webhooks import receiver, webhook_settings
 
-__all__ = ["gateway", "gateway_settings", "receiver", "start_gateway", "webhook_settings"]
+__all__ = [
+    "gateway",
+    "gateway_settings",
+    "receiver",
+    "start_gateway",
+    "twilio",
+    "webhook_settings",
+]
 
 
 def _answers(url: str) -> bool:

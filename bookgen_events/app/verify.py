@@ -14,7 +14,7 @@ from consumers.webhook import open_channel
 
 from ..bus import EventBus
 from ..db import init_db
-from ..errors import Reject, RetryLater
+from ..errors import ConfigError, Reject, RetryLater
 from ..events import make_event
 from ..settings import Settings
 
@@ -103,6 +103,21 @@ async def check_webhook(settings: Settings, url: str | None) -> Check:
     return Check("webhook", True, f"{url} answered {status} to a signed test ping ({secret})")
 
 
+async def check_sms(settings: Settings) -> Check:
+    if not settings.sms_enabled:
+        return Check("sms", True, "SMS_ENABLED=false", skipped=True)
+    from consumers.sms import check_account
+
+    where = settings.twilio_api_base
+    try:
+        detail = await check_account(settings)
+    except (RetryLater, Reject, ConfigError) as exc:
+        return Check("sms", False, f"{where}: {exc}")
+    except Exception as exc:
+        return Check("sms", False, f"{where}: {type(exc).__name__}: {exc}")
+    return Check("sms", True, f"{where}: {detail}")
+
+
 async def verify(bus: EventBus, settings: Settings, webhook_url: str | None) -> list[Check]:
     """Run every check; none stops the others."""
     checks: list[Callable[[], Awaitable[Check]]] = [
@@ -110,5 +125,6 @@ async def verify(bus: EventBus, settings: Settings, webhook_url: str | None) -> 
         lambda: check_database(settings),
         lambda: check_smtp(settings),
         lambda: check_webhook(settings, webhook_url),
+        lambda: check_sms(settings),
     ]
     return [await check() for check in checks]

@@ -17,7 +17,7 @@ from ..settings import Settings
 Serve = Callable[..., Coroutine[Any, Any, None]]
 
 #: The consumer groups (``consume WORKER``); ``gateway`` is the other worker.
-CONSUMERS = ("webhook", "email", "logger")
+CONSUMERS = ("webhook", "email", "sms", "logger")
 WORKERS = ("gateway", *CONSUMERS)
 
 
@@ -29,6 +29,8 @@ def serve_function(name: str) -> Serve:
         from consumers.webhook import serve
     elif name == "email":
         from consumers.emails import serve
+    elif name == "sms":
+        from consumers.sms import serve
     elif name == "logger":
         from consumers.logger import serve
     else:
@@ -51,6 +53,8 @@ def enabled_workers(settings: Settings) -> list[str]:
     wanted = ["webhook"]
     if settings.email_enabled:
         wanted.append("email")
+    if settings.sms_enabled:
+        wanted.append("sms")
     if settings.enable_notification_logging:
         wanted.append("logger")
     return wanted
