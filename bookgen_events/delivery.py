@@ -10,11 +10,13 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import metrics
 from .channel import Channel
 from .commit import Commit
+from .digests import items_of
 from .errors import Reject, RetryLater
 from .events import WIRE_FIELD, Event, decode
 from .outcomes import DeadLetter, OutcomeRecord, Status, now_ms, outcome_record
@@ -68,6 +70,10 @@ class Delivery:
         self._held_until: Callable[[Event, str], int | None] | None = getattr(
             channel, "held_until", None
         )
+        # ... and how long (ms) a digest window collects a recipient's notification.
+        self._digest_window: Callable[[Event, str], int | None] | None = getattr(
+            channel, "digest_window", None
+        )
 
     def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
         self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
@@ -103,6 +109,10 @@ class Delivery:
         except (ValueError, KeyError, TypeError) as exc:
             self.poison(commit, "", f"undecodable scheduled delivery: {exc}", member)
             return
+        if item.origin == "digest":
+            commit.unschedule.pop()  # the member that holds the items is removed instead
+            await self._send_digest(commit, member, item)
+            return
         recipients: Sequence[str]
         if item.recipient is not None:
             recipients = [item.recipient]
@@ -129,6 +139,14 @@ class Delivery:
             commit.outcomes.append(
                 self._outcome(event, entry_id, recipient, "suppressed", attempt, True, error=reason)
             )
+            return
+        if self._digest_window is not None and (window := self._digest_window(event, recipient)):
+            # Collected into the recipient's open window (Redis; if it is down this raises
+            # and the entry stays pending); sent, and accounted, when the window closes.
+            count = await channel.digests.collect(  # type: ignore[attr-defined]
+                event, raw, entry_id, recipient, window, now_ms()
+            )
+            self._log.info("collected for a digest", event_id=event.id, in_window=count)
             return
         if self._held_until is not None and (until := self._held_until(event, recipient)):
             # Not an attempt: the same attempt, scheduled for when the recipient's quiet
@@ -254,3 +272,61 @@ class Delivery:
                 error=reason, status_code=failure.status_code, duration_ms=duration_ms,
             )
         )  # fmt: skip
+
+    async def _send_digest(self, commit: Commit, member: str, send: Scheduled) -> None:
+        """A digest window closed: one message for all its notifications, each accounted.
+
+        The items are first moved into the leased member (see :mod:`~bookgen_events.digests`);
+        quiet hours still hold the send, a failure retries or dead-letters every item.
+        """
+        channel: Any = self.channel
+        taken = await channel.digests.take(member, send)
+        if taken is None:
+            return  # settled by another consumer meanwhile
+        send = Scheduled.loads(taken)
+        items = items_of(send)
+        recipient = send.recipient or ""
+        if not items:
+            commit.unschedule.append(taken)
+            return
+        latest = items[-1].event
+        if self._held_until is not None and (until := self._held_until(latest, recipient)):
+            commit.unschedule.append(taken)
+            commit.schedule.append((send, until))
+            return
+        commit.unschedule.append(taken)
+        started = time.perf_counter()
+        try:
+            status_code = await channel.deliver_digest([i.event for i in items], recipient)
+        except (RetryLater, Reject) as exc:
+            failure: RetryLater | Reject = exc
+        except Exception as exc:  # an unexpected error is treated as transient
+            self._log.exception("digest delivery raised", digest=send.digest)
+            failure = RetryLater(f"{type(exc).__name__}: {exc}")
+        else:
+            duration_ms = (time.perf_counter() - started) * 1000
+            for item in items:
+                self._tally.delivered(time.time() - item.event.occurred_at.timestamp())
+                commit.outcomes.append(
+                    self._outcome(
+                        item.event, item.entry_id, recipient, "delivered", send.attempt, True,
+                        status_code=status_code, duration_ms=duration_ms, at_ms=now_ms(),
+                    )
+                )  # fmt: skip
+            return
+        if isinstance(failure, RetryLater) and send.attempt <= self.max_retries:
+            due = now_ms() + int(retry_delay(self.schedule, send.attempt) * 1000)
+            commit.schedule.append((replace(send, attempt=send.attempt + 1), due))
+            for item in items:
+                commit.outcomes.append(
+                    self._outcome(
+                        item.event, item.entry_id, recipient, "failed", send.attempt, False,
+                        error=failure.reason, retry_at_ms=due,
+                    )
+                )  # fmt: skip
+            return
+        for item in items:
+            self._failed(
+                commit, item.event, item.raw, item.entry_id, recipient, send.attempt,
+                Reject(failure.reason, status_code=failure.status_code), started,
+            )  # fmt: skip

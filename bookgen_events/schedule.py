@@ -28,19 +28,25 @@ class Scheduled:
     entry_id: str
     attempt: int = 1
     recipient: str | None = None
-    origin: str = "retry"  # retry | replay | redrive | quiet (held for quiet hours)
+    origin: str = "retry"  # retry | replay | redrive | quiet (held) | digest (a window's send)
+    #: A digest's collecting list (:mod:`~bookgen_events.digests`), and once taken from it,
+    #: its items (JSON ``{"entry", "event"}`` each).
+    digest: str | None = None
+    items: tuple[str, ...] = ()
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "entry": self.entry_id,
-                "recipient": self.recipient,
-                "attempt": self.attempt,
-                "origin": self.origin,
-                "event": self.event,
-            },
-            separators=(",", ":"),
-        )
+        fields: dict[str, object] = {
+            "entry": self.entry_id,
+            "recipient": self.recipient,
+            "attempt": self.attempt,
+            "origin": self.origin,
+            "event": self.event,
+        }
+        if self.digest is not None:
+            fields["digest"] = self.digest
+        if self.items:
+            fields["items"] = list(self.items)
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def loads(cls, member: str) -> Scheduled:
@@ -51,6 +57,9 @@ class Scheduled:
             attempt=int(raw["attempt"]),
             recipient=raw.get("recipient"),
             origin=raw.get("origin", "retry"),
+            digest=raw.get("digest"),
+            # A script's cjson writes an empty list as {}.
+            items=tuple(raw.get("items") or ()),
         )
 
 

@@ -13,7 +13,10 @@ that type by email; an address whose owner opted out is not mailed but recorded
 ``user_id``) carries RFC 8058 one-click unsubscribe: ``List-Unsubscribe`` with a signed link
 bound to that user, channel, type and address, ``List-Unsubscribe-Post``, and the same link
 in the footer of both parts. Such messages are rendered once per event with a placeholder
-for the link, then finished per recipient (base64 and headers, microseconds).
+for the link, then finished per recipient (base64 and headers, microseconds). A subscriber's
+quiet hours hold non-critical mail until they end, and their digest windows collect a
+type's notifications per job into one mail (``templates/digest/<type>.*.j2``, latest state
+first) sent when the window closes (:mod:`bookgen_events.digests`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import base64
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
@@ -33,11 +37,13 @@ import jinja2
 from pydantic import TypeAdapter, ValidationError
 
 from bookgen_events.bus import EventBus
+from bookgen_events.digests import DigestWindows
 from bookgen_events.errors import ConfigError, Reject
 from bookgen_events.events import EmailAddress, Event, EventType
 from bookgen_events.logs import get_logger
+from bookgen_events.quiet_hours import is_critical
 from bookgen_events.serving import run_channel
-from bookgen_events.settings import Settings
+from bookgen_events.settings import Settings, parse_duration
 from bookgen_events.subscriber_index import SubscriberIndex
 from bookgen_events.subscribers import SubscriberRegistry
 from bookgen_events.unsubscribe import LinkMaker, link_maker
@@ -77,6 +83,14 @@ def header_text(value: str, limit: int = _MAX_SUBJECT) -> str:
 def _base64_body(text: str) -> bytes:
     # base64 is C-fast and yields 76-char lines: long or odd template output stays legal SMTP.
     return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+
+
+def _list_headers(url: str) -> bytes:
+    """RFC 8058 one-click unsubscribe headers for ``url`` (checked plain ASCII)."""
+    return (
+        b"\r\nList-Unsubscribe: <" + url.encode("ascii") + b">"
+        b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,13 @@ class Renderer:
             )
             for kind in EventType
         }
+        self._digests = {
+            kind: tuple(
+                env.get_template(f"digest/{kind.value}.{part}.j2")
+                for part in ("subject", "txt", "html")
+            )
+            for kind in EventType
+        }
 
     def render(self, event: Event) -> PreparedMessage:
         """Render ``event`` once; raises :class:`Reject` when it cannot be rendered at all."""
@@ -151,13 +172,47 @@ class Renderer:
         """``linked`` with ``url`` in its footers and RFC 8058 headers."""
         if not url.isascii() or _CONTROL.search(url):
             raise Reject("unsubscribe link is not a plain ASCII URL")
-        headers = (
-            b"\r\nList-Unsubscribe: <" + url.encode("ascii") + b">"
-            b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
-        )
+        headers = _list_headers(url)
         text = linked.text.replace(LINK_SLOT, url)
         html = linked.html.replace(LINK_SLOT, escape(url))
         return self._assemble(linked.event, linked.subject, text, html, headers)
+
+    def render_digest(
+        self, events: Sequence[Event], unsubscribe_url: str | None
+    ) -> PreparedMessage:
+        """One message listing ``events`` (one type, one job; oldest first as given), the
+        latest state first; with a link, its footers and RFC 8058 headers."""
+        latest = events[-1]
+        try:
+            subject_t, text_t, html_t = self._digests[EventType(latest.type)]
+            items = [
+                {"data": e.data, "occurred": e.occurred_at.strftime("%Y-%m-%d %H:%M UTC")}
+                for e in reversed(events)
+            ]
+            context: dict[str, Any] = {
+                "job": f"Job {latest.job_id}" if latest.job_id else "Your job",
+                "job_id": latest.job_id,
+                "count": len(events),
+                "latest": latest.data,
+                "items": items,
+                "event_id": latest.id,
+                "metadata": {},
+                "occurred": items[0]["occurred"],
+                "unsubscribe_url": unsubscribe_url,
+            }
+            subject = header_text(subject_t.render(context)) or "BookGen digest"
+            context["subject"] = context["heading"] = subject
+            text, html = text_t.render(context), html_t.render(context)
+        except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise Reject(
+                f"cannot render {latest.type} digest: {type(exc).__name__}: {exc}"
+            ) from None
+        headers = b""
+        if unsubscribe_url is not None:
+            if not unsubscribe_url.isascii() or _CONTROL.search(unsubscribe_url):
+                raise Reject("unsubscribe link is not a plain ASCII URL")
+            headers = _list_headers(unsubscribe_url)
+        return self._assemble(latest, subject, text, html, headers, f"digest.{latest.id}")
 
     def _render(self, event: Event, unsubscribe_url: str | None) -> tuple[str, str, str]:
         if not isinstance(event.id, str) or not _EVENT_ID.fullmatch(event.id):
@@ -182,7 +237,13 @@ class Renderer:
             raise Reject(f"cannot render {event.type} email: {type(exc).__name__}: {exc}") from None
 
     def _assemble(
-        self, event: Event, subject: str, text: str, html: str, headers: bytes = b""
+        self,
+        event: Event,
+        subject: str,
+        text: str,
+        html: str,
+        headers: bytes = b"",
+        message_id: str | None = None,
     ) -> PreparedMessage:
         charset = "us-ascii" if subject.isascii() else "utf-8"
         encoded_subject = Header(subject, charset, header_name="Subject").encode(linesep="\r\n")
@@ -194,7 +255,9 @@ class Renderer:
             [
                 headers,
                 b"\r\nSubject: " + encoded_subject.encode("ascii"),
-                f"\r\nDate: {date}\r\nMessage-ID: <{event.id}@{self.domain}>".encode("ascii"),
+                f"\r\nDate: {date}\r\nMessage-ID: <{message_id or event.id}@{self.domain}>".encode(
+                    "ascii"
+                ),
                 b"\r\nMIME-Version: 1.0\r\nAuto-Submitted: auto-generated",
                 b'\r\nContent-Type: multipart/alternative; boundary="' + boundary + b'"\r\n',
                 b"\r\n--" + boundary,
@@ -224,6 +287,7 @@ class EmailChannel:
         *,
         subscribers: SubscriberIndex | None = None,
         links: LinkMaker | None = None,
+        digests: DigestWindows | None = None,
         cache_size: int = 1024,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
@@ -231,6 +295,7 @@ class EmailChannel:
         self.renderer = renderer
         self.subscribers = subscribers
         self.links = links
+        self.digests = digests
         # Rendered messages of recent events, for their other recipients and retries; bounded
         # by count and by bytes (a 64 KiB event can render to far more than 64 KiB).
         self._cache: OrderedDict[tuple[str, bool], PreparedMessage | LinkedMessage]
@@ -248,6 +313,24 @@ class EmailChannel:
         if self.subscribers is None:
             return None
         return self.subscribers.opted_out(event, "email", recipient)
+
+    def digest_window(self, event: Event, recipient: str) -> int | None:
+        """How long (ms) ``recipient``'s owner collects this type into a digest, if they do;
+        a critical error alert is never collected."""
+        if self.digests is None or self.subscribers is None or is_critical(event):
+            return None
+        owner = self.subscribers.owner(recipient)
+        window = owner.digest.get(event.type) if owner is not None else None
+        return None if window is None else int(parse_duration(window) * 1000)
+
+    async def deliver_digest(self, events: Sequence[Event], recipient: str) -> int | None:
+        try:
+            address = _address.validate_python(recipient)
+        except ValidationError:
+            raise Reject("invalid recipient address") from None
+        url = self.unsubscribe_url(events[-1], address)
+        prepared = self.renderer.render_digest(events, url)
+        return await self.mailer.send(prepared.to(address), self.renderer.sender, address)
 
     def held_until(self, event: Event, recipient: str) -> int | None:
         if self.subscribers is None:
@@ -325,7 +408,10 @@ async def serve(
         smtp_port=settings.smtp_port,
         pool=settings.smtp_pool_size,
     )
-    channel = EmailChannel(active, renderer, subscribers=subscribers, links=links)
+    channel = EmailChannel(
+        active, renderer, subscribers=subscribers, links=links,
+        digests=DigestWindows(bus.redis, bus.names, "email"),
+    )  # fmt: skip
     try:
         async with subscribers.kept_current():
             await run_channel(bus, settings, channel, stop, **overrides)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -16,7 +17,8 @@ import httpx
 from pydantic import SecretStr
 
 from bookgen_events import EventBus, Settings
-from bookgen_events.events import EventType
+from bookgen_events.digests import DigestWindows
+from bookgen_events.events import WIRE_FIELD, Event, EventType, decode
 from bookgen_events.schedule import Scheduled
 from bookgen_events.service import EventFactory
 from bookgen_events.subscribers import SubscriberRegistry
@@ -157,3 +159,70 @@ async def test_quiet_hours_hold_mail_in_redis_and_never_a_critical_alert(
         await eventually(lambda: len(received) == 2)
     assert received[1].message()["Subject"].startswith("Job j1")
     assert await bus.redis.zcard(held_key) == 0
+
+
+async def test_a_digest_window_collects_a_jobs_updates_into_one_mail_across_a_restart(
+    bus: EventBus, settings: Settings, smtp_server: SmtpServer
+) -> None:
+    """Ada digests progress updates: each job's updates wait in Redis until the window closes
+    (closed here by moving its due time), then go as one mail, latest state first, every
+    update accounted delivered. Her completion is not digested. One window's send was taken
+    by a consumer killed right after (its items already inside the lease): it is sent too."""
+    settings = email_settings(settings, smtp_server.port)
+    registry = SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix)
+    await registry.put("ada", {"email": "ada@example.com", "digest": {"progress_update": "1h"}})
+    job1 = [
+        FACTORY.progress_update("j1", p, phase, user_id="ada")
+        for p, phase in ((10.0, "research"), (50.0, "drafting"), (90.0, "editing"))
+    ]
+    job2 = FACTORY.progress_update("j2", 5.0, "research", user_id="ada")
+    done = FACTORY.completion("j3", 7, "Ada Lovelace", user_id="ada")
+    received = smtp_server.handler.received
+    scheduled = bus.names.scheduled("email")
+
+    async with dispatching(bus, settings):
+        await bus.emit_many([*job1, job2, done])
+        await eventually(lambda: len(received) == 1)  # the completion, at once
+        sends = await eventually(lambda: _digest_sends(bus, scheduled, 2), what="two open windows")
+    assert [o.event_id for o in await outcomes(bus)] == [done.id]  # the rest still scheduled
+    assert all(abs(due / 1000 - time.time() - 3600) < 60 for _, due in sends)
+
+    # A consumer leased job 2's send and took its items, then died.
+    windows = DigestWindows(bus.redis, bus.names, "email")
+    member2 = next(m for m, _ in sends if _event_of(m).id == job2.id)
+    taken = await windows.take(member2, Scheduled.loads(member2))
+    assert taken is not None and len(Scheduled.loads(taken).items) == 1
+    assert not await bus.redis.exists(Scheduled.loads(member2).digest)
+
+    # The windows close (time travel: due now); a new dispatcher sends them.
+    for member in await bus.redis.zrange(scheduled, 0, -1):
+        await bus.redis.zadd(scheduled, {member: 0}, xx=True)
+    async with dispatching(bus, settings):
+        await eventually(lambda: len(received) == 3)
+        await eventually(lambda: _count_outcomes(bus, 5))
+    digests = {r.message()["Subject"]: r.message() for r in received[1:]}
+    assert set(digests) == {
+        "Job j1: 3 progress updates, now 90%",
+        "Job j2: 1 progress update, now 5%",
+    }
+    text, html = parts(digests["Job j1: 3 progress updates, now 90%"])
+    assert text.index("90% — editing") < text.index("50% — drafting") < text.index("10%")
+    assert "editing" in html
+    final = [o for o in await outcomes(bus) if o.event_id != done.id]
+    assert sorted(o.event_id for o in final) == sorted(e.id for e in [*job1, job2])
+    assert {(o.status, o.recipient) for o in final} == {("delivered", "ada@example.com")}
+    assert await bus.redis.zcard(scheduled) == 0
+
+
+def _event_of(member: str) -> Event:
+    return decode({WIRE_FIELD: Scheduled.loads(member).event})
+
+
+async def _digest_sends(bus: EventBus, key: str, n: int) -> list[tuple[str, float]] | None:
+    found = await bus.redis.zrange(key, 0, -1, withscores=True)
+    sends = [(m, s) for m, s in found if Scheduled.loads(m).origin == "digest"]
+    return sends if len(sends) == n else None
+
+
+async def _count_outcomes(bus: EventBus, n: int) -> bool:
+    return len(await outcomes(bus)) == n
