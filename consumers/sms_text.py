@@ -3,7 +3,8 @@
 A text in the GSM 03.38 alphabet costs 7 bits a character (160 to a segment; ``^{}[]~|\\€``
 count twice, being escapes); one character outside it turns the whole text into UCS-2, 70
 to a segment. So the fixed words here are plain GSM, and every value that comes from an
-event is first brought into it where the meaning survives: typographic quotes, dashes and
+event is first brought into it where the meaning survives: composed (NFC, so ``e`` and a
+combining acute become GSM's own ``é``), typographic quotes, dashes and
 spaces to their ASCII look-alikes, accents the alphabet lacks dropped (``ć`` -> ``c``, while
 ``é`` stays). A value that still has characters outside it (a name in Japanese) keeps them;
 then the text is UCS-2 and is cut to 70 UTF-16 units rather than 160 septets.
@@ -45,7 +46,8 @@ _LOOKALIKES = str.maketrans(
         "\u00cd": "I", "\u00d3": "O", "\u00da": "U", "\u00c1": "A", "\u00c2": "A",
         "\u00d4": "O", "\u00db": "U", "\u00ce": "I", "\u00cf": "I", "\u0153": "oe",
         "\u0152": "OE", "\u00ff": "y", "\u00f5": "o", "\u00e3": "a", "\u00d5": "O",
-        "\u00c3": "A",
+        "\u00c3": "A", "\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d",
+        "\u0131": "i",
     }
 )  # fmt: skip
 _SPACES = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
@@ -70,7 +72,7 @@ def _units(text: str) -> int:
 def to_gsm(text: str) -> str:
     """One line of ``text``, in GSM-7 wherever a look-alike or an unaccented letter keeps
     the meaning; characters with no such stand-in are kept as they are."""
-    text = _SPACES.sub(" ", text).translate(_LOOKALIKES)
+    text = unicodedata.normalize("NFC", _SPACES.sub(" ", text)).translate(_LOOKALIKES)
     if is_gsm(text):
         return text
     out = []
