@@ -4,7 +4,9 @@ Who gets a text: the event's own ``phones``, and the phone of the subscriber nam
 ``user_id`` when their preferences take that type by SMS (:class:`SubscriberIndex`), each
 once. ``SMS_TYPES`` bounds what is texted at all (completions and critical error alerts by
 default); a subscriber's preferences choose within it. A phone whose owner opted out of that
-type by SMS is not texted, wherever the event got it: its outcome is ``suppressed``.
+type by SMS is not texted, wherever the event got it: its outcome is ``suppressed``. In
+the owner's quiet hours a text waits (a scheduled delivery due when they end), except a
+critical error alert.
 
 Each (event, phone) is one recipient of the consumer runtime: rate limited per phone
 (``SMS_RATE_LIMIT_PER_MINUTE``/``_PER_HOUR``), retried on the webhook schedule, dead-lettered,
@@ -100,6 +102,13 @@ class SmsChannel:
         if self._subscribers is None:
             return None
         return self._subscribers.opted_out(event, "sms", recipient)
+
+    def held_until(self, event: Event, recipient: str) -> int | None:
+        """When (Unix ms) the phone's owner's quiet hours end, if this text must wait for
+        that (critical alerts never do); None to send now."""
+        if self._subscribers is None:
+            return None
+        return self._subscribers.quiet_until_ms(event, "sms", recipient)
 
     def rate_limit_key(self, event: Event, recipient: str) -> str:
         return recipient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from bookgen_events.app.verify import check_sms
 from bookgen_events.bus import EventBus
 from bookgen_events.dlq import DeadLetters
 from bookgen_events.events import Event
+from bookgen_events.schedule import Scheduled
 from bookgen_events.service import NotificationService
 from bookgen_events.settings import Settings
 from bookgen_events.subscribers import SubscriberRegistry
@@ -124,6 +126,35 @@ async def test_preferences_choose_and_an_opt_out_is_suppressed(
     assert by[(events[2].id, P1)].status == "delivered"
     assert len(found) == 3  # u2 (SMS off) is owed nothing
     assert sorted(twilio.attempts) == sorted([P3, P1])
+
+
+async def test_quiet_hours_hold_a_text_but_never_a_critical_alert(
+    bus: EventBus, sms_settings: Settings, twilio: TwilioReceiver
+) -> None:
+    """In the phone owner's quiet hours a completion waits as a scheduled delivery due when
+    they end (even at a phone the event names); a critical alert is texted at once."""
+    now = datetime.now(UTC)
+    quiet = {
+        "start": f"{now - timedelta(hours=1):%H:%M}",
+        "end": f"{now + timedelta(hours=1):%H:%M}",
+    }
+    registry = SubscriberRegistry.for_prefix(bus.redis, sms_settings.stream_prefix)
+    await registry.put("u1", {"phone": P1, "quiet_hours": quiet})
+    done = Event(type="completion", job_id="1", data={}, phones=[P1])
+    alert = Event(
+        type="error_alert", job_id="1", user_id="u1", data={"error": "x", "severity": "critical"}
+    )
+    held_key = bus.names.scheduled("sms")
+    async with dispatching(bus, sms_settings):
+        await bus.emit_many([done, alert])
+        await eventually(lambda: twilio.messages, 10, "the critical alert")
+        [(member, due_ms)] = await eventually(
+            lambda: bus.redis.zrange(held_key, 0, -1, withscores=True), 10, "the held text"
+        )
+    assert [m.body for m in twilio.messages] == ["BookGen CRITICAL: job 1 failed: x"]
+    held = Scheduled.loads(member)
+    assert (held.origin, held.recipient) == ("quiet", P1) and due_ms > now.timestamp() * 1000
+    assert [o.event_id for o in await outcomes(bus)] == [alert.id]  # the other still scheduled
 
 
 async def test_invalid_number_is_final_and_redrive_delivers(
