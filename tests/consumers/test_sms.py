@@ -19,7 +19,9 @@ from bookgen_events.schedule import Scheduled
 from bookgen_events.service import NotificationService
 from bookgen_events.settings import Settings
 from bookgen_events.subscribers import SubscriberRegistry
+from consumers.logger import NotificationLogger
 from consumers.sms import serve
+from tests.support.database import rows
 from tests.support.outcomes import dead_letters, outcomes
 from tests.support.twilio import FROM, SERVICE_SID, SID, TOKEN, Answer, TwilioReceiver
 from tests.support.waits import eventually
@@ -126,6 +128,15 @@ async def test_preferences_choose_and_an_opt_out_is_suppressed(
     assert by[(events[2].id, P1)].status == "delivered"
     assert len(found) == 3  # u2 (SMS off) is owed nothing
     assert sorted(twilio.attempts) == sorted([P3, P1])
+    # The notifications log shows each, channel sms, the suppressed one with its reason.
+    logger = NotificationLogger.from_settings(bus, sms_settings)
+    await logger.start()
+    while await logger.poll_once():
+        pass
+    logged = {
+        (r.recipient, r.status) for r in rows(sms_settings.database_url, delivery_method="sms")
+    }
+    assert logged == {(P1, "suppressed"), (P3, "delivered"), (P1, "delivered")}
 
 
 async def test_quiet_hours_hold_a_text_but_never_a_critical_alert(
