@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import scripts
+from . import scripts, tracing
 from .commit import Commit
 from .connection import command, is_cluster, is_resp3, run_script
 from .dlq import DeadLetters
@@ -27,6 +27,7 @@ from .outcomes import OUTCOME_ALWAYS, OUTCOME_FIELDS
 from .partitions import PartitionedEmitter
 from .schedule import Scheduled, ScheduledDeliveries
 from .scheduled_events import ScheduledEvents
+from .tracing import traced_event
 
 __all__ = ["Commit", "Entry", "EventBus", "Scheduled", "StreamNames"]
 
@@ -160,6 +161,8 @@ class EventBus:
         :mod:`~bookgen_events.idempotency`).
         """
         event = make_event(event)
+        if tracing.ACTIVE:
+            event = traced_event(event)
         return await self._emitter.emit(event, encode(event, self.max_event_bytes))
 
     async def emit_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
@@ -173,6 +176,8 @@ class EventBus:
         encoded = []
         for e in events:
             event = make_event(e)
+            if tracing.ACTIVE:
+                event = traced_event(event)
             encoded.append((event, encode(event, max_bytes)))
         return await self._emitter.emit_many(encoded) if encoded else []
 
@@ -363,3 +368,8 @@ class EventBus:
             await self._r.xgroup_delconsumer(stream or self.names.events, group, consumer)
         except ResponseError:
             pass
+
+    async def trim_before(self, min_id: str, stream: str | None = None) -> int:
+        """Delete the entries older than ``min_id`` (XTRIM MINID, exact); how many went."""
+        stream = stream or self.names.events
+        return int(await self._r.xtrim(stream, minid=min_id, approximate=False))

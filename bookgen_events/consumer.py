@@ -329,7 +329,7 @@ class Consumer:
             return
         self._pool.submit(self._in_order(partition_key(event), work), entry_id)
 
-    async def _in_order(self, key: str, work: Coroutine[Any, Any, None]) -> None:
+    async def _in_order(self, key: str, work: Coroutine[Any, Any, object]) -> None:
         """Run ``work`` once the job's previous delivery read from the stream has finished:
         one job's events reach a recipient in the order they were emitted (first attempts;
         a retry comes after the job's later events). The pool starts work in the order it

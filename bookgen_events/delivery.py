@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import metrics
+from . import metrics, tracing
 from .channel import Channel
 from .commit import Commit
 from .digests import items_of
@@ -39,6 +39,9 @@ def retry_delay(
 
 class Delivery:
     """Delivers through ``channel`` under its retry policy and rate limits."""
+
+    #: One attempt (:meth:`_attempt`): appends its records to the commit, returns its status.
+    attempt: Callable[[Commit, Event, str, str, str, int], Coroutine[Any, Any, Status | None]]
 
     def __init__(
         self,
@@ -74,6 +77,8 @@ class Delivery:
         self._digest_window: Callable[[Event, str], int | None] | None = getattr(
             channel, "digest_window", None
         )
+        # Chosen once: in a span with tracing on (the extra ``otel``), else no cost at all.
+        self.attempt = self._traced_attempt if tracing.enabled() else self._attempt
 
     def poison(self, commit: Commit, entry_id: str, reason: str, raw: str) -> None:
         self._log.warning("poison entry dead-lettered", entry_id=entry_id, reason=reason[:300])
@@ -124,10 +129,20 @@ class Delivery:
                 return
         await self.deliver_all(commit, event, item.event, item.entry_id, recipients, item.attempt)
 
-    async def attempt(
+    async def _traced_attempt(
         self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
-    ) -> None:
-        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``.
+    ) -> Status | None:
+        return await tracing.traced(
+            lambda: self._attempt(commit, event, raw, entry_id, recipient, attempt),
+            channel=self.name, recipient=recipient, number=attempt, event_id=event.id,
+            trace_context=event.trace,
+        )  # fmt: skip
+
+    async def _attempt(
+        self, commit: Commit, event: Event, raw: str, entry_id: str, recipient: str, attempt: int
+    ) -> Status | None:
+        """One delivery attempt; appends its outcome (and retry or dead letter) to ``commit``
+        and returns its status (None when it was not made: collected or held).
 
         Nothing is awaited once appending has begun, so a caller passing a shared buffer gets
         all of an attempt's records into one flush.
@@ -139,7 +154,7 @@ class Delivery:
             commit.outcomes.append(
                 self._outcome(event, entry_id, recipient, "suppressed", attempt, True, error=reason)
             )
-            return
+            return "suppressed"
         if self._digest_window is not None and (window := self._digest_window(event, recipient)):
             # Collected into the recipient's open window (Redis; if it is down this raises
             # and the entry stays pending); sent, and accounted, when the window closes.
@@ -147,13 +162,13 @@ class Delivery:
                 event, raw, entry_id, recipient, window, now_ms()
             )
             self._log.info("collected for a digest", event_id=event.id, in_window=count)
-            return
+            return None
         if self._held_until is not None and (until := self._held_until(event, recipient)):
             # Not an attempt: the same attempt, scheduled for when the recipient's quiet
             # hours end (kept in Redis, so it survives restarts); until then "still scheduled".
             self._log.info("delivery held for quiet hours", event_id=event.id, until_ms=until)
             commit.schedule.append((Scheduled(raw, entry_id, attempt, recipient, "quiet"), until))
-            return
+            return None
         if (
             self.limiter is not None
             and (key := channel.rate_limit_key(event, recipient)) is not None
@@ -176,7 +191,7 @@ class Delivery:
                         error="rate limit exceeded",
                     )
                 )  # fmt: skip
-                return
+                return "rate_limited"
 
         started = time.perf_counter()
         failure: RetryLater | Reject
@@ -200,8 +215,9 @@ class Delivery:
                     latency_ms=latency * 1000, at_ms=int(now * 1000),
                 )
             )  # fmt: skip
-            return
+            return "delivered"
         self._failed(commit, event, raw, entry_id, recipient, attempt, failure, started)
+        return "failed"
 
     def _outcome(
         self,

@@ -218,6 +218,10 @@ def _dedupe(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value)) if len(value) > 1 else value
 
 
+#: A W3C trace-context header value: printable ASCII, bounded.
+TraceHeader = Annotated[str, Field(max_length=512, pattern=r"^[\x20-\x7e]*$")]
+
+
 class Event(BaseModel):
     """The immutable envelope appended to ``bookgen:events``.
 
@@ -246,6 +250,9 @@ class Event(BaseModel):
     )
     #: Held until then (UTC; naive means UTC), then appended with this id (SPEC 11).
     deliver_at: Annotated[datetime, _UtcDatetime] | None = None
+    #: The emitter's W3C trace context (``traceparent``, ``tracestate``), recorded by ``emit``
+    #: when tracing is on (SPEC 13, :mod:`~bookgen_events.tracing`).
+    trace: dict[Literal["traceparent", "tracestate"], TraceHeader] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):

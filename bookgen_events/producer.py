@@ -15,7 +15,7 @@ from typing import Any
 
 import redis as sync_redis
 
-from . import scripts
+from . import scripts, tracing
 from .bus import EventBus
 from .connection import create_redis, resolve_redis_url
 from .events import Event, encode, make_event
@@ -104,6 +104,8 @@ class SyncProducer:
         encoded = []
         for e in events:
             event = make_event(e)
+            if tracing.ACTIVE:
+                event = tracing.traced_event(event)
             encoded.append((event, encode(event, self.max_event_bytes)))
         out: list[str] = []
         for i in range(0, len(encoded), CHUNK):

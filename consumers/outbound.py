@@ -43,6 +43,7 @@ import certifi
 from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 
+from bookgen_events import tracing
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
@@ -132,6 +133,9 @@ class Sender:
         problem = url_problem(url, self._allow_private)
         if problem is not None:
             raise Reject(f"refused (SSRF guard): {problem}")
+        if tracing.ACTIVE and tracing.enabled():  # the delivery attempt's span, to the receiver (W3C traceparent)
+            headers = dict(headers)
+            tracing.inject(headers)
         try:
             async with self._session.post(
                 url, data=body, headers=headers, allow_redirects=False
