@@ -36,9 +36,11 @@ from sqlalchemy import (
     and_,
     case,
     create_engine,
+    delete,
     event,
     func,
     or_,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -293,3 +295,32 @@ def upsert_outcomes(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
         for bucket in rounds:
             conn.execute(stmt, [bucket[k] for k in sorted(bucket)])
     return len(rows)
+
+
+#: Rows one LOG_RETENTION statement deletes: a short transaction, never a long lock.
+DELETE_BATCH = 500
+
+
+def delete_rows_before(engine: Engine, cutoff: datetime, *, batch: int = DELETE_BATCH) -> int:
+    """Delete ``notifications`` rows created before ``cutoff`` (naive UTC, as stored),
+    ``batch`` rows per transaction through the ``created_at`` index; how many went.
+
+    ``DELETE ... WHERE id IN (SELECT id ... LIMIT n)`` reads the same on SQLite and
+    PostgreSQL; each batch commits alone, so writers wait one small batch at most.
+    """
+    table = Notification.__table__  # type: ignore[attr-defined]
+    oldest = select(table.c.id).where(table.c.created_at < cutoff).limit(batch)
+    total = 0
+    while True:
+        with engine.begin() as conn:
+            gone = conn.execute(delete(table).where(table.c.id.in_(oldest.scalar_subquery())))
+        total += gone.rowcount or 0
+        if (gone.rowcount or 0) < batch:
+            return total
+
+
+def oldest_row_at(engine: Engine) -> datetime | None:
+    """When the oldest ``notifications`` row kept was created (naive UTC), if any."""
+    table = Notification.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        return conn.execute(select(func.min(table.c.created_at))).scalar()  # type: ignore[no-any-return]

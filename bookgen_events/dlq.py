@@ -1,7 +1,8 @@
 """Dead letters: ``bookgen:dlq:<channel>``, a stream per channel of deliveries given up on.
 
 The commit script writes them (:mod:`bookgen_events.commit`), with the reason, the attempts
-and the event itself (:class:`~bookgen_events.outcomes.DeadLetter`); they are never trimmed.
+and the event itself (:class:`~bookgen_events.outcomes.DeadLetter`); they are kept until
+DLQ_RETENTION (unset: for ever; :mod:`~bookgen_events.retention`).
 Here they are listed, and leave: redriven (scheduled for delivery now, removed from the
 stream, atomically) or purged. The CLI's ``dlq`` and the operator routes call these.
 """
@@ -25,6 +26,16 @@ class DeadLetters:
     def __init__(self, redis: Redis, names: StreamNames) -> None:
         self._r: Any = redis  # decoded replies; see EventBus
         self.names = names
+
+    async def trim_before(self, channel: str, before_ms: int) -> int:
+        """Delete ``channel``'s dead letters older than ``before_ms``; how many went."""
+        stream = self.names.dlq(channel)
+        return int(await self._r.xtrim(stream, minid=f"{before_ms}-0", approximate=False))
+
+    async def oldest_ms(self, channel: str) -> int | None:
+        """When ``channel``'s oldest dead letter kept was written (ms), if any."""
+        first = await self._r.xrange(self.names.dlq(channel), count=1)
+        return int(first[0][0].split("-")[0]) if first else None
 
     async def letters(self, channel: str) -> list[tuple[str, DeadLetter]]:
         """``(dlq id, letter)`` for every dead letter of ``channel``, oldest first."""

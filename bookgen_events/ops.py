@@ -8,6 +8,7 @@ from .bus import EventBus
 from .channel import DEAD_LETTER_GROUPS
 from .outcomes import Outcome, now_ms
 from .scheduled_events import count_in
+from .settings import Settings
 
 _LAG_COUNT_CAP = 100_000
 
@@ -84,8 +85,28 @@ async def _stream(bus: EventBus, stream: str) -> dict[str, Any]:
     }
 
 
-async def status(bus: EventBus) -> dict[str, Any]:
-    """Everything an operator needs at a glance: streams, groups, DLQs, retries, memory."""
+async def retention(bus: EventBus, settings: Settings, channels: list[str]) -> dict[str, Any]:
+    """Each retention setting (seconds, None: off) and the age of the oldest entry kept."""
+    letters = {c: await bus.dead_letters.oldest_ms(c) for c in channels}
+    streams = {}
+    for stream in (bus.names.events, bus.names.deliveries):
+        first = await bus.range(count=1, stream=stream)
+        streams[stream] = _age_ms(first[0][0]) if first else None
+    return {
+        "stream_retention_s": settings.stream_retention,
+        "stream_maxlen": settings.stream_maxlen,
+        "dlq_retention_s": settings.dlq_retention,
+        "log_retention_s": settings.log_retention,
+        "oldest_age_ms": streams,
+        "oldest_dead_letter_age_ms": {
+            c: None if ms is None else now_ms() - ms for c, ms in letters.items()
+        },
+    }
+
+
+async def status(bus: EventBus, settings: Settings | None = None) -> dict[str, Any]:
+    """Everything an operator needs at a glance: streams, groups, DLQs, retries, memory;
+    with ``settings``, the retention settings and the oldest entries kept too."""
     names = bus.names
     channels = set(DEAD_LETTER_GROUPS)
     events = await _stream(bus, names.events)
@@ -98,7 +119,7 @@ async def status(bus: EventBus) -> dict[str, Any]:
     counts = await pipe.execute()
     memory = await bus.redis.info("memory")
     server = await bus.redis.info("server")
-    return {
+    report = {
         "events": events,
         "deliveries": await _stream(bus, names.deliveries),
         "dead_letters": {c: int(counts[2 * i]) for i, c in enumerate(ordered)},
@@ -111,6 +132,9 @@ async def status(bus: EventBus) -> dict[str, Any]:
             "used_memory_human": memory.get("used_memory_human"),
         },
     }
+    if settings is not None:
+        report["retention"] = await retention(bus, settings, ordered)
+    return report
 
 
 # -- endpoints (SPEC 9) -------------------------------------------------------------------------

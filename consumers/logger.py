@@ -44,6 +44,7 @@ from bookgen_events.events import decode
 from bookgen_events.logs import get_logger
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.reader import REDIS_DOWN, GroupReader, default_consumer_name
+from bookgen_events.retention import keep_log_trimmed
 from bookgen_events.settings import Settings
 
 from .logrows import event_rows, outcome_row
@@ -298,7 +299,17 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
     if not settings.enable_notification_logging:
         log.info("notification logging is off (ENABLE_NOTIFICATION_LOGGING=false)")
         return
-    await NotificationLogger.from_settings(bus, settings, **overrides).run(stop)
+    logger = NotificationLogger.from_settings(bus, settings, **overrides)
+    if settings.log_retention is None:
+        await logger.run(stop)
+        return
+    # LOG_RETENTION (SPEC 11): old rows deleted in small batches beside the projection.
+    trimmer = asyncio.create_task(keep_log_trimmed(logger.engine, settings.log_retention, stop))
+    try:
+        await logger.run(stop)
+    finally:
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
 
 
 async def rebuild(bus: EventBus, settings: Settings, *, chunk: int = 1000) -> dict[str, Any]:

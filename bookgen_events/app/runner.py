@@ -30,6 +30,7 @@ from ..embedded import EmbeddedRedis
 from ..errors import Unreachable
 from ..logs import get_logger
 from ..metrics import keep_stream_gauges_fresh
+from ..retention import keep_trimmed
 from ..scheduled_events import keep_moving
 from ..settings import Settings
 from .workers import consumed_streams, serve_function
@@ -204,6 +205,8 @@ async def _run_tasks(
     for part in bus.partitions:
         mover = keep_moving(part.scheduled_events, stop)
         tasks.append(asyncio.create_task(mover, name=f"mover-{part.names.partition}"))
+    # STREAM_RETENTION and DLQ_RETENTION: every process trims (idempotent); off when unset.
+    tasks.append(asyncio.create_task(keep_trimmed(bus, settings, stop), name="retention"))
     log.info("workers running", workers=sorted(workers))
     try:
         # The first to finish (normally all, after stop) ends the wait; a crash raises.

@@ -106,7 +106,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> dict[str, Any]:
         async with open_bus(settings) as bus:
-            return await status(bus)
+            report = await status(bus, settings)
+        report["retention"]["oldest_log_row"] = _oldest_log_row(settings)
+        return report
 
     report = asyncio.run(go())
     if args.json:
@@ -114,6 +116,43 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _print_status(report)
     return 0
+
+
+def _oldest_log_row(settings: Settings) -> str | None:
+    """When the oldest notifications row kept was created, or why that is unknown."""
+    if not settings.enable_notification_logging:
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ...db import get_engine, oldest_row_at
+
+    try:
+        oldest = oldest_row_at(get_engine(settings.database_url))
+    except SQLAlchemyError as exc:
+        return f"unknown (database: {type(exc).__name__})"
+    return None if oldest is None else oldest.isoformat() + "Z"
+
+
+def _print_retention(console: Any, kept: dict[str, Any]) -> None:
+    def setting(seconds: float | None) -> str:
+        return "off" if seconds is None else f"{seconds / 86400:g}d"
+
+    def age(ms: int | None) -> str:
+        return "-" if ms is None else f"{ms / 86_400_000:.2f}d"
+
+    streams = ", ".join(f"{name} oldest {age(ms)}" for name, ms in kept["oldest_age_ms"].items())
+    console.print(
+        f"STREAM_RETENTION {setting(kept['stream_retention_s'])} "
+        f"(STREAM_MAXLEN {kept['stream_maxlen']}): {streams}"
+    )
+    letters = ", ".join(
+        f"{c} oldest {age(ms)}" for c, ms in kept["oldest_dead_letter_age_ms"].items()
+    )
+    console.print(f"DLQ_RETENTION {setting(kept['dlq_retention_s'])}: {letters}")
+    console.print(
+        f"LOG_RETENTION {setting(kept['log_retention_s'])}: oldest row "
+        f"{kept.get('oldest_log_row') or '-'}"
+    )
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -148,6 +187,8 @@ def _print_status(report: dict[str, Any]) -> None:
         table.add_row(channel, str(size), str(report["scheduled"].get(channel, 0)))
     console.print(table)
     console.print(f"scheduled events waiting for their deliver_at: {report['scheduled_events']}")
+    if "retention" in report:
+        _print_retention(console, report["retention"])
     redis = report["redis"]
     console.print(f"redis {redis['version']}, memory {redis['used_memory_human']}")
 
