@@ -79,7 +79,7 @@ class TwilioAccount:
         if not settings.twilio_from and not settings.twilio_messaging_service_sid:
             missing.append("TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID)")
         if missing:
-            raise ConfigError(f"SMS_ENABLED=true needs {', '.join(missing)}")
+            raise ConfigError(f"SMS needs {', '.join(missing)}")
         assert settings.twilio_account_sid and settings.twilio_auth_token  # checked above
         return cls(
             settings.twilio_account_sid,
