@@ -1,4 +1,10 @@
-"""The webhook dispatcher: signed POSTs of each event to its ``webhook_url`` and endpoints.
+"""The webhook dispatcher: each event to its ``webhook_url`` and to its registered endpoints.
+
+A ``webhook`` endpoint (and an event's own URL) gets the seed's JSON, signed per Standard
+Webhooks; a ``slack`` or ``discord`` endpoint gets a readable message in that service's
+shape (:mod:`consumers.slack`, :mod:`consumers.discord`), unsigned (neither verifies those
+headers), with the endpoint's extra headers all the same, under that service's default rate
+limit unless the endpoint sets ``rate_limit_per_minute``.
 
 Only the delivery of one event to one URL lives here; the consumer runtime does the reading,
 retries (``WEBHOOK_RETRY_SCHEDULE``), dead letters, rate limits per recipient and outcomes.
@@ -11,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pydantic_core
@@ -25,10 +31,12 @@ from bookgen_events.endpoints import Endpoint, EndpointRegistry, split_recipient
 from bookgen_events.errors import Reject, RetryLater
 from bookgen_events.events import WEBHOOK_EVENT_NAMES, Event
 from bookgen_events.logs import get_logger
+from bookgen_events.ratelimit import HOUR_MS, MINUTE_MS, Window
 from bookgen_events.serving import run_channel
 from bookgen_events.settings import Settings
 
-from .outbound import Sender, open_sender, retry_after_seconds
+from . import discord, slack
+from .outbound import Refine, Sender, open_sender, retry_after_seconds
 from .signing import Signer, parse_secrets
 
 __all__ = ["WebhookChannel", "encode_payload", "open_channel", "payload", "retry_after_seconds"]
@@ -55,6 +63,21 @@ def encode_payload(event: Event) -> bytes:
     return pydantic_core.to_json(payload(event))
 
 
+#: Per endpoint type: how an event is encoded, how the service's answers are read, and its
+#: default rate limit (per minute, and any shorter window).
+_ENCODERS: dict[str, Callable[[Event], bytes]] = {
+    "webhook": encode_payload,
+    "slack": slack.encode,
+    "discord": discord.encode,
+}
+_REFINERS: dict[str, Refine] = {"slack": slack.refine, "discord": discord.refine}
+_DEFAULT_LIMITS: dict[str, tuple[int, tuple[Window, ...]]] = {
+    "slack": (slack.DEFAULT_PER_MINUTE, ()),
+    "discord": (discord.DEFAULT_PER_MINUTE, (discord.BURST_WINDOW,)),
+}
+_ENDPOINT_TYPES = ("webhook", "slack", "discord")
+
+
 class WebhookChannel:
     """Delivers an event to its ``webhook_url`` and to each matching endpoint, one POST each."""
 
@@ -75,19 +98,47 @@ class WebhookChannel:
         # Per endpoint secret set, its Signer, built once (decoding the secrets cost ~4 us of
         # every endpoint delivery: bench/webhook.py, 1 endpoint).
         self._signers: dict[tuple[str, ...], Signer] = {}
-        # The body of the events being delivered, encoded once for all their recipients
-        # (bench/webhook.py, 100 endpoints per event).
-        self._bodies: dict[str, bytes] = {}
+        # The body of the events being delivered, encoded once per endpoint type for all
+        # their recipients (bench/webhook.py, 100 endpoints per event).
+        self._bodies: dict[tuple[str, str], bytes] = {}
+        # Per endpoint recipient: the endpoint its windows were made for, and the windows.
+        self._windows: dict[str, tuple[Endpoint, Sequence[Window], Sequence[Window]]] = {}
 
     def recipients(self, event: Event) -> list[str]:
-        """The event's own ``webhook_url``, and every enabled webhook endpoint it matches."""
+        """The event's own ``webhook_url``, and every enabled endpoint it matches."""
         own = [event.webhook_url] if event.webhook_url else []
         if self._endpoints is None:
             return own
-        return own + self._endpoints.recipients(event, "webhook")
+        for kind in _ENDPOINT_TYPES:
+            own += self._endpoints.recipients(event, kind)
+        return own
 
     def rate_limit_key(self, event: Event, recipient: str) -> str:
         return recipient
+
+    def rate_limit_windows(self, recipient: str, default: Sequence[Window]) -> Sequence[Window]:
+        """An endpoint's own limit: its ``rate_limit_per_minute``, else its type's default
+        (Slack 60/min; Discord 120/min and 5 per 2 s), beside the channel's per-hour limit."""
+        if self._endpoints is None or not recipient.startswith("ep_"):
+            return default
+        endpoint_id, _ = split_recipient(recipient)
+        endpoint = self._endpoints.get(endpoint_id) if endpoint_id else None
+        if endpoint is None:
+            return default
+        cached = self._windows.get(recipient)
+        if cached is not None and cached[0] is endpoint and cached[1] is default:
+            return cached[2]
+        per_minute, extra = _DEFAULT_LIMITS.get(endpoint.type, (0, ()))
+        if endpoint.rate_limit_per_minute is not None:
+            per_minute = endpoint.rate_limit_per_minute
+        if not per_minute:  # a webhook endpoint without a limit of its own: the channel's
+            per_minute = next((limit for length, limit in default if length == MINUTE_MS), 0)
+        hourly = [w for w in default if w[0] == HOUR_MS]
+        windows = ((MINUTE_MS, per_minute), *hourly, *extra)
+        if len(self._windows) >= 65536:
+            self._windows.clear()
+        self._windows[recipient] = (endpoint, default, windows)
+        return windows
 
     async def deliver(self, event: Event, recipient: str) -> int:
         """POST once; return the 2xx status, or raise RetryLater / Reject."""
@@ -96,22 +147,35 @@ class WebhookChannel:
             return await self._post(event, url, self._signer, None)
         endpoint = self._endpoint(endpoint_id)
         try:
-            status = await self._post(
-                event, endpoint.url, self._signer_for(endpoint), endpoint.headers
-            )
+            if endpoint.type == "webhook":
+                status = await self._post(
+                    event, endpoint.url, self._signer_for(endpoint), endpoint.headers
+                )
+            else:
+                status = await self._post_chat(event, endpoint)
         except (RetryLater, Reject) as exc:
             await self._health_says(endpoint, exc.reason)
             raise
         await self._health_says(endpoint, None)
         return status
 
-    def _body(self, event: Event) -> bytes:
-        body = self._bodies.get(event.id)
+    def _body(self, event: Event, kind: str = "webhook") -> bytes:
+        key = (event.id, kind)
+        body = self._bodies.get(key)
         if body is None:
             if len(self._bodies) >= 256:  # the events in flight, not a history
                 del self._bodies[next(iter(self._bodies))]
-            body = self._bodies[event.id] = encode_payload(event)
+            body = self._bodies[key] = _ENCODERS[kind](event)
         return body
+
+    async def _post_chat(self, event: Event, endpoint: Endpoint) -> int:
+        """A Slack or Discord message: not signed (neither verifies Standard Webhooks)."""
+        headers = {"content-type": "application/json", **endpoint.headers}
+        body = self._body(event, endpoint.type)
+        response = await self.sender.post(
+            endpoint.url, body, headers, refine=_REFINERS[endpoint.type]
+        )
+        return response.status
 
     def _signer_for(self, endpoint: Endpoint) -> Signer:
         """The endpoint's own secret; during a rotation's grace the previous one beside it."""
