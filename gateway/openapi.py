@@ -62,6 +62,14 @@ class EventAccepted(BaseModel):
     event_id: str
 
 
+class EventHeld(BaseModel):
+    """An event held until its ``deliver_at``: no stream id yet."""
+
+    stream_id: None
+    event_id: str
+    deliver_at: str
+
+
 class Health(BaseModel):
     status: str
     redis: str
@@ -243,12 +251,36 @@ def build() -> dict[str, Any]:
             "post": {
                 "summary": "Append one event (producers in other languages)",
                 "security": [{"producerKey": []}],
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "the event's id: a retry with the same key within "
+                        "IDEMPOTENCY_WINDOW appends nothing and answers the first stream id",
+                        "schema": {"type": "string"},
+                    }
+                ],
                 "requestBody": request(doc.add("EventIn", _EVENT.json_schema(ref_template=REF))),
                 "responses": {
                     "201": _json(doc.model(EventAccepted), "appended"),
+                    "202": _json(doc.model(EventHeld), "held until its deliver_at"),
                     **refusals(401, 413, 422, 503),
                 },
             }
+        },
+        "/events/{event_id}": {
+            "parameters": [_path("event_id")],
+            "delete": {
+                "summary": "Cancel an event held for its deliver_at",
+                "security": [{"producerKey": []}],
+                "responses": {
+                    "204": ok,
+                    **refusals(401, 404),
+                    "409": _json(err, "already sent: too late to cancel"),
+                    **refusals(503),
+                },
+            },
         },
         "/health": {
             "get": {

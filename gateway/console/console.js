@@ -307,6 +307,7 @@ async function addEndpoint(event) {
     const created = await api("POST", "/endpoints", body);
     show(error, "");
     $("#endpoint-form").reset();
+    $("#add-endpoint").open = false;
     toast(`Endpoint ${created.id} added`);
     await refreshEndpoints();
     showSecret(created.secret, "New endpoint's signing secret");
