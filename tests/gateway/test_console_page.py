@@ -201,6 +201,7 @@ async def test_redrive_a_dead_letter_until_delivered_then_purge_with_confirmatio
     assert await bus.redis.xlen(bus.names.dlq("webhook")) == 0
 
 
+@pytest.mark.slow  # the routes are covered in test_console_api.py; this is the form
 async def test_replay_counts_first_and_the_log_pages(
     browser: Browser,
     start_gateway: StartGateway,

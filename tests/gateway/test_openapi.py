@@ -118,7 +118,7 @@ async def test_schemathesis_finds_no_500_and_nothing_outside_the_schema(
 ) -> None:
     """A few examples per operation in the default run; ``-m slow`` runs many more."""
     gateway = await start_gateway(keyed_settings)
-    await asyncio.to_thread(fuzz, gateway.http, 8)
+    await asyncio.to_thread(fuzz, gateway.http, 5)
 
 
 @pytest.mark.slow
