@@ -22,14 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from redis.asyncio import Redis
 
 from .errors import BookgenEventsError, EventValidationError
-from .events import EmailAddress, EventType
+from .events import EmailAddress, EventType, PhoneNumber
 from .registry import AuditedHash, field_errors
 from .settings import parse_duration
 
 SubscriberChannel = Literal["email", "sms", "websocket"]
 #: What SMS carries when a subscriber has not said (critical error alerts only, at routing).
 SMS_DEFAULT_TYPES = (EventType.COMPLETION, EventType.ERROR_ALERT)
-E164 = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{6,14}$")]
 _CLOCK = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 UserId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
@@ -80,7 +79,7 @@ class SubscriberFields(_Strict):
     """What ``PUT /subscribers/{user_id}`` takes."""
 
     email: EmailAddress | None = None
-    phone: E164 | None = None
+    phone: PhoneNumber | None = None
     preferences: dict[SubscriberChannel, ChannelPreference] = Field(default_factory=dict)
     quiet_hours: QuietHours | None = None
     #: Per event type, how long a digest window collects that type's notifications.
