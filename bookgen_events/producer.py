@@ -17,10 +17,11 @@ import redis as sync_redis
 
 from . import scripts, tracing
 from .bus import EventBus
-from .connection import create_redis, resolve_redis_url
+from .connection import create_redis, is_cluster, resolve_redis_url
 from .events import Event, encode, make_event
 from .idempotency import CHUNK, script_call
 from .keys import StreamNames
+from .partitions import partition_of
 from .scheduled_events import Cancelled, cancel_in
 from .settings import Settings, get_settings
 
@@ -88,7 +89,16 @@ class SyncProducer:
 
     def __init__(self, client: sync_redis.Redis, settings: Settings) -> None:
         self.client = client
-        self.names = StreamNames(settings.stream_prefix)
+        # The same key names as the asyncio bus: one set per partition (STREAM_PARTITIONS),
+        # tagged on a cluster; an event goes to its partition, as EventBus.emit sends it.
+        count = settings.stream_partitions
+        self.partitions = [
+            StreamNames(
+                settings.stream_prefix, partition=p, partitions=count, cluster=is_cluster(client)
+            )
+            for p in range(count)
+        ]
+        self.names = self.partitions[0]
         self.maxlen = settings.stream_maxlen
         self.max_event_bytes = settings.max_event_bytes
         self.window_ms = int(settings.idempotency_window * 1000)
@@ -107,18 +117,33 @@ class SyncProducer:
             if tracing.ACTIVE:
                 event = tracing.traced_event(event)
             encoded.append((event, encode(event, self.max_event_bytes)))
-        out: list[str] = []
-        for i in range(0, len(encoded), CHUNK):
-            keys, args = script_call(
-                self.names, encoded[i : i + CHUNK], maxlen=self.maxlen, window_ms=self.window_ms
-            )
-            out += self._script(keys=keys, args=args)
+        count = len(self.partitions)
+        parts: dict[int, list[int]] = {}
+        for i, (event, _) in enumerate(encoded):
+            parts.setdefault(partition_of(event, count) if count > 1 else 0, []).append(i)
+        out = [""] * len(encoded)
+        for part, at in parts.items():
+            for k in range(0, len(at), CHUNK):
+                chunk = at[k : k + CHUNK]
+                keys, args = script_call(
+                    self.partitions[part],
+                    [encoded[i] for i in chunk],
+                    maxlen=self.maxlen,
+                    window_ms=self.window_ms,
+                )
+                for i, stream_id in zip(chunk, self._script(keys=keys, args=args), strict=True):
+                    out[i] = stream_id
         return out
 
     def cancel(self, event_id: str) -> Cancelled:
-        """As :func:`cancel`."""
-        keys = [*self.names.held, self.names.idempotency(event_id)]
-        return Cancelled.from_reply(self._cancel(keys=keys, args=[event_id]))
+        """As :func:`cancel` (in whichever partition holds it)."""
+        found = Cancelled.UNKNOWN
+        for names in self.partitions:
+            keys = [*names.held, names.idempotency(event_id)]
+            found = Cancelled.from_reply(self._cancel(keys=keys, args=[event_id]))
+            if found is not Cancelled.UNKNOWN:
+                break
+        return found
 
 
 class _SyncDefault:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis as sync_redis
@@ -14,6 +16,7 @@ from bookgen_events.connection import create_redis
 from bookgen_events.events import encode, make_event
 from bookgen_events.idempotency import script_call
 from bookgen_events.producer import SyncProducer
+from bookgen_events.scheduled_events import Cancelled
 
 from ..support.events import progress
 from ..support.waits import eventually
@@ -150,3 +153,27 @@ def test_a_bad_window_names_the_variable(window: str) -> None:
 
     with pytest.raises(ConfigError, match="IDEMPOTENCY_WINDOW"):
         load_settings(idempotency_window=window, _env_file=None)
+
+
+async def test_sync_twin_writes_where_a_partitioned_bus_reads(
+    bare_bus: EventBus, settings: Settings
+) -> None:
+    """STREAM_PARTITIONS=3: SyncProducer sends each event to its partition's stream (the
+    async bus's names), once per id, and cancels a held one wherever it is."""
+    partitioned = settings.model_copy(update={"stream_partitions": 3})
+    bus = EventBus(bare_bus.redis, prefix=bare_bus.names.prefix, partitions=3)
+    client = sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        producer = SyncProducer(client, partitioned)
+        events = [make_event(progress(f"job{i}")) for i in range(12)]
+        ids = producer.emit_many([*events, events[0]])
+        assert ids[-1] == ids[0] and all(ids)  # (stream ids repeat across partitions)
+        later = make_event(progress("job7", deliver_at=datetime.now(UTC) + timedelta(hours=1)))
+        assert producer.emit(later) == ""
+        assert producer.cancel(later.id) is Cancelled.CANCELLED
+    finally:
+        client.close()
+    found = {json.loads(f["event"])["id"] for part in bus.partitions for _, f in await part.range()}
+    assert found == {e.id for e in events}
+    assert sum([await part.length() for part in bus.partitions]) == 12
+    assert sum([await part.length() > 0 for part in bus.partitions]) >= 2
