@@ -321,6 +321,7 @@ class Consumer:
             self._ack_now(entry_id, f"recipients() failed: {exc!r}", raw)
             return
         if len(recipients) == 1:  # the common case: its records go straight to the buffer
+            self._delivery.admit(event, recipients[0])  # its rate limit, with the batch's
             work = self._delivery.attempt(self._buffer, event, raw, entry_id, recipients[0], 1)
         elif recipients:
             work = self._deliver_to_all(event, raw, entry_id, recipients)

@@ -87,14 +87,26 @@ class RateLimiter:
 
     async def check(self, channel: str, key: str, member: str, wins: Sequence[Window]) -> bool:
         """:meth:`hit` with any windows, batched with every other check of this loop turn."""
+        verdict = self.reserve(channel, key, member, wins)
+        return True if verdict is None else await verdict
+
+    def reserve(
+        self, channel: str, key: str, member: str, wins: Sequence[Window]
+    ) -> asyncio.Future[bool] | None:
+        """Start a batched check now and return its verdict to await later (None: no limit).
+
+        The consumer reserves a read batch's deliveries as it queues them, so by the time a
+        worker starts one its verdict has usually arrived: the check costs the delivery no
+        wait of its own.
+        """
         if not any(limit > 0 for _, limit in wins):
-            return True
+            return None
         loop = asyncio.get_running_loop()
         verdict: asyncio.Future[bool] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)  # after every check already runnable this turn
         self._pending.append((self._keys(channel, key, wins), _item(member, wins), verdict))
-        return await verdict
+        return verdict
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
