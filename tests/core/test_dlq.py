@@ -32,7 +32,7 @@ def test_channels_without_dead_letters_are_refused(cli_env: dict[str, str]) -> N
         result = cli(cli_env, "dlq", channel)
         assert result.returncode != 0
         line = one_line(result.stderr)
-        assert channel in line and "webhook, email, logger" in line
+        assert channel in line and "webhook, email, sms, logger" in line
 
 
 @pytest.mark.parametrize("columns", ["80", "200"])
