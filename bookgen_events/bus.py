@@ -307,6 +307,8 @@ class EventBus:
         reply = await self._r.xread({stream: last_id}, count=count, block=block_ms)
         if not reply:
             return []
+        if isinstance(reply, dict):  # a cluster client: {stream: [entries]} (parsed entries)
+            return list(next(iter(reply.values()))[0])
         return list(reply[0][1])
 
     async def range(

@@ -25,7 +25,14 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from .events import Event
 
-__all__ = ["PartitionedEmitter", "partition_key", "partition_of", "partition_tag", "slot_of_tag"]
+__all__ = [
+    "PartitionedEmitter",
+    "partition_key",
+    "partition_of",
+    "partition_of_key",
+    "partition_tag",
+    "slot_of_tag",
+]
 
 
 def partition_key(event: Event) -> str:
@@ -35,9 +42,14 @@ def partition_key(event: Event) -> str:
 
 def partition_of(event: Event, partitions: int) -> int:
     """The partition (0 .. ``partitions`` - 1) of ``event``."""
+    return partition_of_key(partition_key(event), partitions)
+
+
+def partition_of_key(key: str, partitions: int) -> int:
+    """The partition of the events whose :func:`partition_key` is ``key`` (e.g. a job's)."""
     if partitions == 1:
         return 0
-    return zlib.crc32(partition_key(event).encode()) % partitions
+    return zlib.crc32(key.encode()) % partitions
 
 
 def slot_of_tag(tag: str) -> int:

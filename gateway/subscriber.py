@@ -9,44 +9,48 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bookgen_events.events import Event
 from bookgen_events.logs import get_logger
 
+from .cursor import StreamId, parse_stream_id
 from .protocol import encode_text_frame
 
+__all__ = ["Message", "StreamId", "Subscriber", "matches", "parse_stream_id"]
+
 log = get_logger("gateway.subscriber")
-
-StreamId = tuple[int, int]
-
-
-def parse_stream_id(value: str) -> StreamId:
-    """``"1700000000000-3"`` (or ``"1700000000000"``) -> ``(1700000000000, 3)``."""
-    ms, _, seq = value.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity hash: cheap batch grouping
 class Message:
-    """One event as every client receives it: JSON text and its ready-made WebSocket frame."""
+    """One event as every client receives it: JSON text and its ready-made WebSocket frame;
+    ``id`` is its entry's position in partition ``partition``'s stream."""
 
     id: StreamId
     text: str
     frame: bytes
+    partition: int = 0
 
     @classmethod
-    def of(cls, stream_id: str, payload: dict[str, Any]) -> Message:
+    def of(cls, stream_id: str, payload: dict[str, Any], partition: int = 0) -> Message:
         text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         return cls(
-            parse_stream_id(stream_id) if stream_id else (0, 0), text, encode_text_frame(text)
+            parse_stream_id(stream_id) if stream_id else (0, 0),
+            text,
+            encode_text_frame(text),
+            partition,
         )
 
     @classmethod
-    def from_event(cls, stream_id: str, event: Event) -> Message:
-        return cls.of(stream_id, {"id": stream_id, **event.flat()})
+    def from_event(
+        cls, stream_id: str, event: Event, *, cursor: str | None = None, partition: int = 0
+    ) -> Message:
+        """``cursor``: the resume id the client sees (:mod:`gateway.cursor`); by default
+        the stream id (one partition)."""
+        return cls.of(stream_id, {"id": cursor or stream_id, **event.flat()}, partition)
 
 
 class Subscriber:
@@ -131,9 +135,10 @@ class Subscriber:
         else:
             await self.send_text(message.text)
 
-    def go_live(self, after: StreamId) -> None:
-        """End buffering: drop queued messages already sent by the backfill, flush the rest."""
-        self.pending = [m for m in self.pending if m.id > after]
+    def go_live(self, after: Sequence[StreamId]) -> None:
+        """End buffering: drop queued messages already sent by the backfill (at or before
+        ``after``, one position per partition), flush the rest."""
+        self.pending = [m for m in self.pending if m.id > after[m.partition]]
         self.buffering = False
         self._kick()
 

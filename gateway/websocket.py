@@ -9,6 +9,12 @@ after the fan-out's position reaches its queue, held while ``buffering``; then t
 in ``(last_event_id, position]`` are backfilled with XRANGE; then the queue is released.
 Both sides are split at the same position, read in the same loop tick as the indexing, so
 there is no gap and no duplicate.
+
+With ``STREAM_PARTITIONS`` > 1 the id and the position hold one stream id per partition
+(:mod:`gateway.cursor`) and each partition is split at its own: a job subscription reads
+back only its job's partition, a user subscription every partition (a user's events with
+job ids live in their jobs' partitions). The backfill is sent in stream-id (time) order
+across partitions, each message with an id that is exact at that point.
 """
 
 from __future__ import annotations
@@ -27,18 +33,19 @@ from bookgen_events.bus import EventBus
 from bookgen_events.errors import DecodeError
 from bookgen_events.events import decode
 from bookgen_events.logs import get_logger
+from bookgen_events.partitions import partition_of_key
 from bookgen_events.settings import Settings
 
 from .admission import ConnectionCaps, check_origin
 from .auth import Grant, Refused, authorize, verify_token
+from .cursor import CURSOR, format_cursor, parse_cursor
 from .fanout import Fanout
 from .metrics import WS_CLOSED, WS_CONNECTIONS
 from .protocol import EXTENSION
-from .subscriber import Message, Subscriber, matches, parse_stream_id
+from .subscriber import Message, StreamId, Subscriber, matches, parse_stream_id
 
 log = get_logger("gateway.websocket")
 
-_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BACKFILL_PAGE = 500
 RESYNC = Message.of("", {"type": "resync_required"})
@@ -75,8 +82,10 @@ def parse_request(websocket: WebSocket) -> WatchRequest:
     if job_id is None and user_id is None:
         raise Refused("give job_id and/or user_id")
     last = _one(params, "last_event_id")
-    if last is not None and not _STREAM_ID.fullmatch(last):
-        raise Refused("last_event_id must be a stream id such as 1700000000000-0")
+    if last is not None and not CURSOR.fullmatch(last):
+        raise Refused(
+            "last_event_id must be a stream id such as 1700000000000-0, or a message's id"
+        )
     token = _one(params, "token")
     header = websocket.headers.get("authorization", "")
     if token is None and header.lower().startswith("bearer "):
@@ -165,7 +174,7 @@ async def notifications(websocket: WebSocket) -> None:
     try:
         await websocket.accept()
         if request.last_event_id is None:
-            sub.go_live(parse_stream_id(position))
+            sub.go_live([parse_stream_id(end) for end in position.split(".")])
         else:
             await resume(
                 sub, request.last_event_id, position, fanout.bus, settings.websocket_resume_max
@@ -212,46 +221,77 @@ async def is_trimmed(bus: EventBus, last_event_id: str) -> bool:
     return last < parse_stream_id(first)
 
 
+def partitions_of(sub: Subscriber, partitions: int) -> list[int]:
+    """The partitions holding ``sub``'s events: its jobs', or every one for a user."""
+    if sub.users or partitions == 1:
+        return list(range(partitions))
+    return sorted({partition_of_key(job, partitions) for job in sub.jobs})
+
+
 async def resume(
     sub: Subscriber, last_event_id: str, position: str, bus: EventBus, limit: int
 ) -> None:
     """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue.
 
-    At most ``limit`` entries are read (``WEBSOCKET_RESUME_MAX``): past that the client gets
-    ``resync_required`` instead, so one reconnect cannot make the gateway decode the whole
-    retained stream.
+    At most ``limit`` entries are read (``WEBSOCKET_RESUME_MAX``, over all partitions):
+    past that the client gets ``resync_required`` instead, so one reconnect cannot make the
+    gateway decode the whole retained stream. So does an id naming another number of
+    partitions than this deployment runs.
     """
-    end = parse_stream_id(position)
-    if await is_trimmed(bus, last_event_id):
+    parts = bus.partitions
+    ends = position.split(".")
+    starts = parse_cursor(last_event_id, len(parts))
+    wanted = partitions_of(sub, len(parts))
+    if starts is None or any([await is_trimmed(parts[p], starts[p]) for p in wanted]):
         await sub.send_now(RESYNC)
-    elif parse_stream_id(last_event_id) < end:
-        missed = await _missed(sub, last_event_id, position, bus, limit)
+    else:
+        missed = await _missed(sub, starts, ends, wanted, bus, limit)
         for message in missed if missed is not None else [RESYNC]:
             await sub.send_now(message)
-    sub.go_live(end)
+    sub.go_live([parse_stream_id(end) for end in ends])
 
 
 async def _missed(
-    sub: Subscriber, last_event_id: str, position: str, bus: EventBus, limit: int
+    sub: Subscriber,
+    starts: list[str],
+    ends: list[str],
+    wanted: list[int],
+    bus: EventBus,
+    limit: int,
 ) -> list[Message] | None:
-    """``sub``'s messages in ``(last_event_id, position]``, or None if over ``limit`` entries."""
-    missed: list[Message] = []
-    start, read = f"({last_event_id}", 0
-    while not sub.closed:
-        # One entry past the limit tells "exactly at the limit" from "over it".
-        count = min(_BACKFILL_PAGE, limit + 1 - read)
-        entries = await bus.range(start, position, count=count)
-        read += len(entries)
-        if read > limit:
-            return None
-        for entry_id, fields in entries:
-            try:
-                event = decode(fields)
-            except DecodeError:
-                continue
-            if matches(sub, event):
-                missed.append(Message.from_event(entry_id, event))
-        if len(entries) < count:
-            break
-        start = f"({entries[-1][0]}"
-    return missed
+    """``sub``'s messages in ``(starts, ends]`` of the ``wanted`` partitions, in stream-id
+    order, or None if over ``limit`` entries."""
+    found: list[tuple[StreamId, int, str, Any]] = []
+    read = 0
+    for p in wanted:
+        start, end = starts[p], ends[p]
+        if parse_stream_id(start) >= parse_stream_id(end):
+            continue
+        start = f"({start}"
+        while not sub.closed:
+            # One entry past the limit tells "exactly at the limit" from "over it".
+            count = min(_BACKFILL_PAGE, limit + 1 - read)
+            entries = await bus.partitions[p].range(start, end, count=count)
+            read += len(entries)
+            if read > limit:
+                return None
+            for entry_id, fields in entries:
+                try:
+                    event = decode(fields)
+                except DecodeError:
+                    continue
+                if matches(sub, event):
+                    found.append((parse_stream_id(entry_id), p, entry_id, event))
+            if len(entries) < count:
+                break
+            start = f"({entries[-1][0]}"
+    if len(bus.partitions) == 1:
+        return [Message.from_event(entry_id, event) for _, _, entry_id, event in found]
+    # Each message's id: what has been sent so far in every partition (a partition not
+    # wanted holds nothing for ``sub`` up to its end).
+    running = [starts[p] if p in wanted else ends[p] for p in range(len(ends))]
+    out = []
+    for _, p, entry_id, event in sorted(found, key=lambda f: (f[0], f[1])):
+        running[p] = entry_id
+        out.append(Message.from_event(entry_id, event, cursor=format_cursor(running), partition=p))
+    return out

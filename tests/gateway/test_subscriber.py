@@ -123,7 +123,7 @@ async def test_buffering_holds_live_messages_and_go_live_drops_what_the_backfill
     assert sink.writes == []
     for ms in (7, 8, 9):  # the backfill, up to the position the subscription started at
         await sub.send_now(message(ms))
-    sub.go_live(parse_stream_id("9-0"))
+    sub.go_live([parse_stream_id("9-0")])
     await eventually(lambda: len(sink.ids()) == 5, 2, "the live queue to be released")
     assert sink.ids() == ["7-0", "8-0", "9-0", "10-0", "11-0"]
     assert closes == []
