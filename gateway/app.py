@@ -25,6 +25,8 @@ from bookgen_events.bus import EventBus
 from bookgen_events.errors import ConfigError, GatewayBindError
 from bookgen_events.logs import get_logger
 from bookgen_events.settings import Settings
+from bookgen_events.subscriber_index import SubscriberIndex
+from bookgen_events.subscribers import SubscriberRegistry
 
 from . import console, endpoints, http, openapi, operations, subscribers, unsubscribe
 from .access import admin_only
@@ -88,17 +90,21 @@ def create_app(bus: EventBus, settings: Settings) -> Starlette:
     """The gateway app over an injected bus; the fan-out starts and stops with its lifespan."""
     check_secret(settings)
     fanout = Fanout(bus)
+    # Subscribers' WebSocket preferences, kept current (SPEC 9): see Fanout.muted.
+    subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix))
+    fanout.subscribers = subscribers
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if settings.websocket_auth == "none":
             log.warning(AUTH_OFF_WARNING)
-        await fanout.start()
-        log.info("gateway fan-out reading", stream=bus.names.events, position=fanout.position)
-        try:
-            yield
-        finally:
-            await fanout.stop()
+        async with subscribers.kept_current():
+            await fanout.start()
+            log.info("gateway fan-out reading", stream=bus.names.events, position=fanout.position)
+            try:
+                yield
+            finally:
+                await fanout.stop()
 
     app = Starlette(routes=_routes(settings), lifespan=lifespan)
     app.state.settings = settings

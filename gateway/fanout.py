@@ -19,8 +19,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bookgen_events.bus import EventBus
 from bookgen_events.errors import DecodeError
-from bookgen_events.events import decode
+from bookgen_events.events import Event, decode
 from bookgen_events.logs import get_logger
+from bookgen_events.subscriber_index import SubscriberIndex
 
 from .cursor import format_cursor
 from .metrics import WS_DELIVERED, WS_EVENTS
@@ -46,6 +47,18 @@ class Fanout:
         self.idle = asyncio.Event()  # set while nobody is subscribed (graceful shutdown waits)
         self.idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Subscribers' preferences (SPEC 9), when the app keeps them: see :meth:`muted`.
+        self.subscribers: SubscriberIndex | None = None
+
+    def muted(self, event: Event) -> str | None:
+        """The user whose own connections skip ``event``: they turned its type off on the
+        WebSocket. Others watching the job (an operator's dashboard) still get it."""
+        if self.subscribers is None or event.user_id is None:
+            return None
+        subscriber = self.subscribers.get(event.user_id)
+        if subscriber is None or subscriber.wants("websocket", event.type):
+            return None
+        return event.user_id
 
     @property
     def position(self) -> str:
@@ -202,6 +215,8 @@ class Fanout:
         targets = list(jobs) if jobs else []
         if users:  # watching both the job and the user: once
             targets += [sub for sub in users if not jobs or sub not in jobs]
+        if self.subscribers is not None and (user := self.muted(event)) is not None:
+            targets = [sub for sub in targets if user not in sub.users]
         if around is None:
             return Message.from_event(entry_id, event), targets
         cursor = ".".join(filter(None, (around[0], entry_id, around[1])))

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from bookgen_events.bus import EventBus
 from bookgen_events.errors import DecodeError
-from bookgen_events.events import decode
+from bookgen_events.events import Event, decode
 from bookgen_events.logs import get_logger
 from bookgen_events.partitions import partition_of_key
 from bookgen_events.settings import Settings
@@ -177,8 +178,9 @@ async def notifications(websocket: WebSocket) -> None:
             sub.go_live([parse_stream_id(end) for end in position.split(".")])
         else:
             await resume(
-                sub, request.last_event_id, position, fanout.bus, settings.websocket_resume_max
-            )
+                sub, request.last_event_id, position, fanout.bus, settings.websocket_resume_max,
+                muted=fanout.muted,
+            )  # fmt: skip
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -229,7 +231,13 @@ def partitions_of(sub: Subscriber, partitions: int) -> list[int]:
 
 
 async def resume(
-    sub: Subscriber, last_event_id: str, position: str, bus: EventBus, limit: int
+    sub: Subscriber,
+    last_event_id: str,
+    position: str,
+    bus: EventBus,
+    limit: int,
+    *,
+    muted: Callable[[Event], str | None] = lambda event: None,
 ) -> None:
     """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue.
 
@@ -245,7 +253,7 @@ async def resume(
     if starts is None or any([await is_trimmed(parts[p], starts[p]) for p in wanted]):
         await sub.send_now(RESYNC)
     else:
-        missed = await _missed(sub, starts, ends, wanted, bus, limit)
+        missed = await _missed(sub, starts, ends, wanted, bus, limit, muted)
         for message in missed if missed is not None else [RESYNC]:
             await sub.send_now(message)
     sub.go_live([parse_stream_id(end) for end in ends])
@@ -258,6 +266,7 @@ async def _missed(
     wanted: list[int],
     bus: EventBus,
     limit: int,
+    muted: Callable[[Event], str | None],
 ) -> list[Message] | None:
     """``sub``'s messages in ``(starts, ends]`` of the ``wanted`` partitions, in stream-id
     order, or None if over ``limit`` entries."""
@@ -280,7 +289,7 @@ async def _missed(
                     event = decode(fields)
                 except DecodeError:
                     continue
-                if matches(sub, event):
+                if matches(sub, event) and muted(event) not in sub.users:
                     found.append((parse_stream_id(entry_id), p, entry_id, event))
             if len(entries) < count:
                 break
