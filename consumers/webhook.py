@@ -59,8 +59,26 @@ def payload(event: Event) -> dict[str, Any]:
 
 
 def encode_payload(event: Event) -> bytes:
-    """Serialise once: these exact bytes are signed and sent."""
-    return pydantic_core.to_json(payload(event))
+    """:func:`payload` as JSON bytes, serialised once: these exact bytes are signed and sent.
+
+    Written out rather than ``to_json(payload(event))``: the data is serialised by its own
+    model's serializer and spliced after the envelope, the time by pydantic-core (the same
+    ``...Z`` text), byte for byte the same JSON in 4.4 us instead of 8.7 (timeit, this box);
+    encoding and signing had been ~40 % of the dispatcher's own CPU per delivery beside the
+    consumer runtime (bench/webhook.py).
+    """
+    head: dict[str, Any] = {
+        "event": WEBHOOK_EVENT_NAMES[event.type],
+        "event_id": event.id,
+        "job_id": event.job_id,
+        "timestamp": event.occurred_at,
+    }
+    if event.user_id is not None:
+        head["user_id"] = event.user_id
+    data = event.data
+    body = data.__pydantic_serializer__.to_json(data)
+    envelope = pydantic_core.to_json(head)
+    return envelope if body == b"{}" else envelope[:-1] + b"," + body[1:]
 
 
 #: Per endpoint type: how an event is encoded, how the service's answers are read, and its

@@ -9,6 +9,7 @@ import email.utils
 import json
 import time
 
+import pydantic_core
 import pytest
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -130,3 +131,20 @@ def test_retry_after_seconds_and_http_date() -> None:
     assert retry_after_seconds(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(type="completion", job_id="12", data={"biography_id": 12}),
+        Event(type="progress_update", job_id="1", user_id="u", data={"progress": 12.5,
+              "metadata": {"a": [1, "é"], "nested": {"b": None}}}),
+        Event(type="status_change", data={"new_status": "x"},
+              occurred_at="2026-11-29T10:00:00.123456Z"),
+        Event(type="admin_alert", data={"alert_type": "a", "message": 'm\n<b>"q"'}),
+    ],
+)  # fmt: skip
+def test_encoded_body_is_the_payload_byte_for_byte(event: Event) -> None:
+    """The spliced encoding is exactly the JSON of payload(): same keys, order and text."""
+    assert encode_payload(event) == pydantic_core.to_json(payload(event))
+    assert json.loads(encode_payload(event))["timestamp"] == event.timestamp
