@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 from . import scripts, tracing
 from .commit import Commit
 from .connection import command, is_cluster, is_resp3, run_script
-from .dlq import DeadLetters
+from .dlq import AllDeadLetters, DeadLetters
 from .errors import ConfigError
 from .events import Event, encode, make_event
 from .idempotency import Emitter
@@ -117,6 +117,8 @@ class EventBus:
                 for p in range(1, partitions)
             ]
             self._emitter = PartitionedEmitter([bus._emitter for bus in self.partitions])  # type: ignore[assignment]
+        #: Every partition's dead letters as one (the operator's view: CLI, console).
+        self.all_dead_letters = AllDeadLetters([bus.dead_letters for bus in self.partitions])
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: Any) -> EventBus:

@@ -4,11 +4,13 @@ The commit script writes them (:mod:`bookgen_events.commit`), with the reason, t
 and the event itself (:class:`~bookgen_events.outcomes.DeadLetter`); they are kept until
 DLQ_RETENTION (unset: for ever; :mod:`~bookgen_events.retention`).
 Here they are listed, and leave: redriven (scheduled for delivery now, removed from the
-stream, atomically) or purged. The CLI's ``dlq`` and the operator routes call these.
+stream, atomically) or purged. The CLI's ``dlq`` and the operator routes call these
+through :class:`AllDeadLetters`, every partition's at once (``bus.all_dead_letters``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +74,9 @@ class DeadLetters:
         await pipe.execute()
         return len(letters)
 
+    async def count(self, channel: str) -> int:
+        return int(await self._r.xlen(self.names.dlq(channel)))
+
     async def purge(self, channel: str, ids: Sequence[str] | None = None) -> int:
         """Delete the given dead letters, or every dead letter of ``channel``."""
         key = self.names.dlq(channel)
@@ -80,6 +85,79 @@ class DeadLetters:
         size = await self._r.xlen(key)
         await self._r.delete(key)
         return size  # type: ignore[no-any-return]
+
+
+class AllDeadLetters:
+    """Every partition's dead letters of a channel, as one list (``STREAM_PARTITIONS``).
+
+    With one partition a letter's id is its stream id, as always; with N, it is
+    ``<partition>:<stream id>`` (``2:1700000000000-0``), since two partitions' streams can
+    hold the same stream id. An event id names its letters wherever they are. Redrive and
+    purge act on each partition's keys in its own slot (one MULTI per partition).
+    """
+
+    def __init__(self, parts: Sequence[DeadLetters]) -> None:
+        self.parts = list(parts)
+
+    def _id(self, partition: int, dlq_id: str) -> str:
+        return dlq_id if len(self.parts) == 1 else f"{partition}:{dlq_id}"
+
+    async def _each(self, channel: str) -> list[list[tuple[str, DeadLetter]]]:
+        return list(await asyncio.gather(*(part.letters(channel) for part in self.parts)))
+
+    async def letters(self, channel: str) -> list[tuple[str, DeadLetter]]:
+        """``(dlq id, letter)`` for every dead letter of ``channel``, oldest first."""
+        out = [
+            (self._id(p, dlq_id), letter)
+            for p, letters in enumerate(await self._each(channel))
+            for dlq_id, letter in letters
+        ]
+        return sorted(out, key=lambda pair: pair[1].at_ms) if len(self.parts) > 1 else out
+
+    async def _chosen(self, channel: str, ids: Sequence[str]) -> list[list[str]]:
+        """Per partition, the stream ids of the letters ``ids`` name (dlq or event ids)."""
+        wanted = set(ids)
+        return [
+            [i for i, d in letters if self._id(p, i) in wanted or d.event_id in wanted]
+            for p, letters in enumerate(await self._each(channel))
+        ]
+
+    async def redrive(
+        self, channel: str, ids: Sequence[str] | None = None
+    ) -> tuple[int, list[str]]:
+        """As :meth:`DeadLetters.redrive`, over every partition."""
+        chosen: list[list[str] | None] = (
+            [None] * len(self.parts) if not ids else list(await self._chosen(channel, ids))
+        )
+        count, poison = 0, []
+        for p, (part, local) in enumerate(zip(self.parts, chosen, strict=True)):
+            if local == []:
+                continue  # nothing named here (an empty list would mean all)
+            moved, left = await part.redrive(channel, local)
+            count += moved
+            poison += [self._id(p, i) for i in left]
+        return count, poison
+
+    async def purge(self, channel: str, ids: Sequence[str] | None = None) -> int:
+        """As :meth:`DeadLetters.purge`, over every partition."""
+        if not ids:
+            return sum([await part.purge(channel) for part in self.parts])
+        chosen = await self._chosen(channel, ids)
+        return sum(
+            [
+                await part.purge(channel, local)
+                for part, local in zip(self.parts, chosen, strict=True)
+                if local
+            ]
+        )
+
+    async def oldest_ms(self, channel: str) -> int | None:
+        """When ``channel``'s oldest dead letter kept (any partition) was written."""
+        found = [ms for part in self.parts if (ms := await part.oldest_ms(channel)) is not None]
+        return min(found, default=None)
+
+    async def count(self, channel: str) -> int:
+        return sum([await part.count(channel) for part in self.parts])
 
 
 def _is_json(text: str) -> bool:

@@ -53,7 +53,8 @@ async def routed_recipients(bus: EventBus, channel: str) -> Recipients:
         await endpoints.load()
         kinds = get_args(EndpointType)
         return lambda event: [
-            *own(event), *(r for kind in kinds for r in endpoints.recipients(event, kind))
+            *own(event),
+            *(r for kind in kinds for r in endpoints.recipients(event, kind)),
         ]
     if channel == "email":
         subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, bus.names.prefix))
@@ -138,13 +139,14 @@ async def replay(
             f"replay delivers to {' or '.join(GROUP_CHANNELS)}; the log is rebuilt with "
             "`bookgen-events rebuild-log`, and WebSocket clients resume with last_event_id"
         )
-    first = await bus.range(count=1)
-    last = await bus.revrange(count=1)
-    if not first:
+    parts = bus.partitions  # STREAM_PARTITIONS: each partition's range, into its own set
+    firsts = [entries[0][0] for part in parts if (entries := await part.range(count=1))]
+    lasts = [entries[0][0] for part in parts if (entries := await part.revrange(count=1))]
+    if not firsts:
         raise OffsetError("the event stream is empty: nothing to replay")
     lo = parse_offset(start)
     hi = "+" if end in ("+", "") else parse_offset(end, end=True)
-    first_id, last_id = first[0][0], last[0][0]
+    first_id, last_id = min(firsts, key=_id_key), max(lasts, key=_id_key)
     if hi != "+" and _id_key(lo) > _id_key(hi):
         raise OffsetError(f"--from {start} is after --to {end}")
     if _id_key(lo) > _id_key(last_id):
@@ -156,10 +158,29 @@ async def replay(
         )
     result = ReplayResult(channel, lo, hi, first_retained=first_id, dry_run=dry_run)
     targets = recipients or await routed_recipients(bus, channel)
-    total = max(await bus.length(), 1)
+    total = max(sum([await part.length() for part in parts]), 1)
+    for part in parts:
+        await _replay_part(part, result, targets, job_id, type_, only, chunk, total, on_progress)
+    return result
+
+
+async def _replay_part(
+    part: EventBus,
+    result: ReplayResult,
+    targets: Recipients,
+    job_id: str | None,
+    type_: str | None,
+    only: str | None,
+    chunk: int,
+    total: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """:func:`replay` over one partition's stream, scheduled into that partition's set (its
+    consumers deliver it, and its commit keys share one slot)."""
+    lo, hi = result.start, result.end
     cursor = lo
     while True:
-        entries = await bus.range(cursor, hi, count=chunk)
+        entries = await part.range(cursor, hi, count=chunk)
         if cursor != lo:
             entries = entries[1:]  # the cursor entry was handled in the previous chunk
         if not entries:
@@ -180,12 +201,11 @@ async def replay(
             result.matched += 1
             result.event_ids.append(event.id)
             batch.append((Scheduled(fields[WIRE_FIELD], entry_id, 1, only, "replay"), now_ms()))
-        if batch and not dry_run:
-            result.scheduled += await bus.scheduled.add(channel, batch)
+        if batch and not result.dry_run:
+            result.scheduled += await part.scheduled.add(result.channel, batch)
         cursor = entries[-1][0]
         if on_progress:
             on_progress(result.scanned, total)
-    return result
 
 
 # -- consumer group positions ------------------------------------------------------------------

@@ -194,7 +194,7 @@ async def dead_letters(request: Request) -> Response:
     if not 1 <= limit <= 500:
         return error(400, "limit: must be between 1 and 500")
     bus: EventBus = request.app.state.bus
-    letters = await bus.dead_letters.letters(channel)
+    letters = await bus.all_dead_letters.letters(channel)
     now = now_ms()
     views = [_view(i, d, now) for i, d in reversed(letters[-limit:])]
     page = DeadLetterPage(channel=channel, total=len(letters), dead_letters=views)
@@ -209,7 +209,7 @@ async def redrive(request: Request) -> Response:
     if isinstance(body, JSONResponse):
         return body
     bus: EventBus = request.app.state.bus
-    count, poison = await bus.dead_letters.redrive(channel, body.ids)
+    count, poison = await bus.all_dead_letters.redrive(channel, body.ids)
     return JSONResponse(RedriveResult(redriven=count, poison_skipped=poison).model_dump())
 
 
@@ -225,7 +225,7 @@ async def purge(request: Request) -> Response:
     if body.ids is not None and body.all:
         return _field_error("all", 'give "ids" or "all": true, not both')
     bus: EventBus = request.app.state.bus
-    count = await bus.dead_letters.purge(channel, body.ids)
+    count = await bus.all_dead_letters.purge(channel, body.ids)
     return JSONResponse(PurgeResult(purged=count).model_dump())
 
 

@@ -99,7 +99,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> int:
         async with open_bus(settings) as bus:
-            letters = await bus.dead_letters.letters(args.channel)
+            letters = await bus.all_dead_letters.letters(args.channel)
             if args.id:
                 wanted = set(args.id)
                 letters = [(i, d) for i, d in letters if i in wanted or d.event_id in wanted]
@@ -112,7 +112,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                         f"nothing {action}"
                     )
             if args.redrive:
-                count, poison = await bus.dead_letters.redrive(args.channel, args.id)
+                count, poison = await bus.all_dead_letters.redrive(args.channel, args.id)
                 print(f"redrove {count} dead letters to {args.channel}", file=sys.stderr)
                 if poison:
                     print(f"left {len(poison)} poison entries (not events): {poison[:10]}",
@@ -130,7 +130,11 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
                     return 1
                 # Only what was counted: a letter dead-lettered meanwhile is kept.
                 print_json(
-                    {"purged": await bus.dead_letters.purge(args.channel, [i for i, _ in letters])}
+                    {
+                        "purged": await bus.all_dead_letters.purge(
+                            args.channel, [i for i, _ in letters]
+                        )
+                    }
                 )
                 return 0
             now = now_ms()

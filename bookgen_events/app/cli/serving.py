@@ -131,9 +131,9 @@ async def _position(settings: Settings, worker: str, start: str) -> list[str]:
 
     async with open_bus(settings) as bus:
         # The logger projects the deliveries stream too; its ids are times like the events'.
-        streams = [bus.names.events]
+        streams = [part.names.events for part in bus.partitions]  # STREAM_PARTITIONS
         if worker == "logger":
-            streams.append(bus.names.deliveries)
+            streams += [part.names.deliveries for part in bus.partitions]
         return [p.describe() for p in await position_group(bus, worker, start, streams)]
 
 

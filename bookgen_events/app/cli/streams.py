@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from ...events import WIRE_FIELD, EventType
-from ...ops import status
+from ...ops import status, tail
 from ...replay import before, parse_offset
 from ...settings import Settings
 from ..runner import (
@@ -62,44 +62,33 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go() -> None:
         async with open_bus(settings) as bus:
-            stream = bus.names.deliveries if args.deliveries else bus.names.events
-            # "$" is pinned to the newest id now: a later XREAD "$" would skip what arrived
-            # between two reads.
-            newest = await bus.revrange(count=1, stream=stream)
-            newest_id = newest[0][0] if newest else "0-0"
-            last = newest_id if start == "$" else start
-            if args.count:
-                # The last N entries (after --from, if given), then follow from there.
-                floor = "-" if start == "$" else f"({start}"
-                recent = await bus.revrange("+", floor, count=args.count, stream=stream)
-                for entry_id, fields in reversed(recent):
-                    _print_entry(entry_id, fields)
-                last = recent[0][0] if recent else last
-                if not args.follow:
-                    return
-            while True:
-                entries = await bus.read(
-                    last, count=100, block_ms=1000 if args.follow else None, stream=stream
-                )
-                for entry_id, fields in entries:
-                    _print_entry(entry_id, fields)
-                    last = entry_id
-                if not args.follow and not entries:
-                    return
+            many = len(bus.partitions) > 1  # STREAM_PARTITIONS: say which partition
+            entries = await tail(
+                bus,
+                start=start,
+                count=args.count or 0,
+                follow=args.follow,
+                deliveries=args.deliveries,
+            )
+            async for partition, entry_id, fields in entries:
+                _print_entry(entry_id, fields, partition if many else None)
 
     with contextlib.suppress(KeyboardInterrupt, BrokenPipeError):
         asyncio.run(go())
     return 0
 
 
-def _print_entry(entry_id: str, fields: dict[str, str]) -> None:
+def _print_entry(entry_id: str, fields: dict[str, str], partition: int | None = None) -> None:
+    where: dict[str, Any] = {"stream_id": entry_id}
+    if partition is not None:
+        where["partition"] = partition
     if WIRE_FIELD in fields:
         try:
-            print_json({"stream_id": entry_id, **json.loads(fields[WIRE_FIELD])})
+            print_json({**where, **json.loads(fields[WIRE_FIELD])})
             return
         except ValueError:
             pass
-    print_json({"stream_id": entry_id, **fields})
+    print_json({**where, **fields})
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,6 +171,21 @@ def _print_status(report: dict[str, Any]) -> None:
                     f"{age / 1000:.1f}s" if age is not None else "-",
                 )
             console.print(table)
+    if "partitions" in report:  # STREAM_PARTITIONS > 1: each partition's groups
+        table = Table("partition", "stream", "entries", "group", "lag", "pending")
+        for part in report["partitions"]:
+            for key in ("events", "deliveries"):
+                stream = part[key]
+                for g in stream["groups"] or [None]:
+                    table.add_row(
+                        str(part["partition"]),
+                        stream["name"],
+                        str(stream["length"]),
+                        g["group"] if g else "-",
+                        str(g["lag"]) if g else "-",
+                        str(g["pending"]) if g else "-",
+                    )
+        console.print(table)
     table = Table("channel", "dead letters", "scheduled retries")
     for channel, size in report["dead_letters"].items():
         table.add_row(channel, str(size), str(report["scheduled"].get(channel, 0)))
