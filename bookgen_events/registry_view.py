@@ -70,13 +70,17 @@ class RegistryView(Generic[T]):
     async def kept_current(self, block_ms: int = 1000) -> AsyncIterator[None]:
         """Load, then follow the changes until the block is left, however it is left."""
         await self.load()
-        done = asyncio.Event()
-        follower = asyncio.create_task(self.follow(done, block_ms), name=self.store.hash_key)
+        follower = asyncio.create_task(
+            self.follow(asyncio.Event(), block_ms), name=self.store.hash_key
+        )
         try:
             yield
         finally:
-            done.set()
-            await follower
+            # Cancelled rather than told to stop: it may be blocked on its read for a while,
+            # and a follower holds nothing to finish.
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
 
     async def follow(self, stop: asyncio.Event, block_ms: int = 1000) -> None:
         """Keep the view current until ``stop``; a Redis outage is waited out, not fatal."""

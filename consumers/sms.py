@@ -20,7 +20,6 @@ recorded on the subscribers' audit trail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -185,17 +184,12 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
     account = TwilioAccount.from_settings(settings)
     concurrency = overrides.get("concurrency") or settings.consumer_concurrency
     subscribers = SubscriberIndex(SubscriberRegistry.for_prefix(bus.redis, settings.stream_prefix))
-    await subscribers.load()
-    follower = asyncio.create_task(subscribers.follow(asyncio.Event()), name="subscribers")
     log.info("sms dispatcher starting", types=json.dumps(settings.sms_types), **describe(account))
-    try:
-        async with open_sender(settings, max_connections=concurrency) as sender:
-            channel = SmsChannel(
-                sender, account, types=TextedTypes(settings.sms_types), subscribers=subscribers
-            )
-            await run_channel(bus, settings, channel, stop, **overrides)
-    finally:
-        # Cancelled rather than told to stop: it may be blocked on its read for a second.
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+    async with (
+        subscribers.kept_current(),
+        open_sender(settings, max_connections=concurrency) as sender,
+    ):
+        channel = SmsChannel(
+            sender, account, types=TextedTypes(settings.sms_types), subscribers=subscribers
+        )
+        await run_channel(bus, settings, channel, stop, **overrides)

@@ -267,7 +267,6 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
     # The registered endpoints, kept current while the dispatcher runs (SPEC 9).
     registry = EndpointRegistry.for_prefix(bus.redis, settings.stream_prefix)
     endpoints = EndpointIndex(registry)
-    await endpoints.load()
     health = EndpointHealth(
         bus.redis,
         bus.names,
@@ -277,13 +276,10 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
         min_failures=settings.endpoint_disable_min_failures,
         admin_emails=settings.admin_emails,
     )
-    done = asyncio.Event()  # the follower's own stop: the dispatcher is done, however it ended
-    follower = asyncio.create_task(endpoints.follow(done), name="endpoints")
-    try:
-        async with open_channel(
+    async with (
+        endpoints.kept_current(),
+        open_channel(
             settings, max_connections=concurrency, endpoints=endpoints, health=health
-        ) as channel:
-            await run_channel(bus, settings, channel, stop, **overrides)
-    finally:
-        done.set()
-        await follower
+        ) as channel,
+    ):
+        await run_channel(bus, settings, channel, stop, **overrides)
