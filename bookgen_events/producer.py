@@ -17,7 +17,7 @@ import redis as sync_redis
 
 from . import scripts, tracing
 from .bus import EventBus
-from .connection import create_redis, is_cluster, resolve_redis_url
+from .connection import create_redis, create_sync_redis, is_cluster, resolve_redis_url
 from .events import Event, encode, make_event
 from .idempotency import CHUNK, script_call
 from .keys import StreamNames
@@ -50,7 +50,8 @@ def default_bus() -> EventBus:
     bus = _buses.get(loop)
     if bus is None:
         settings = _settings()
-        bus = EventBus.from_settings(create_redis(resolve_redis_url(settings)), settings)
+        client = create_redis(resolve_redis_url(settings), cluster=settings.redis_cluster)
+        bus = EventBus.from_settings(client, settings)
         _buses[loop] = bus
     return bus
 
@@ -155,8 +156,9 @@ class _SyncDefault:
         with self._lock:
             if self._producer is None:
                 settings = _settings()
-                client = sync_redis.Redis.from_url(
-                    resolve_redis_url(settings), decode_responses=True
+                # A cluster client on a cluster (detected, or REDIS_CLUSTER)
+                client = create_sync_redis(
+                    resolve_redis_url(settings), cluster=settings.redis_cluster
                 )
                 self._producer = SyncProducer(client, settings)
             return self._producer
