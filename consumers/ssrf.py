@@ -104,7 +104,7 @@ def check_addresses(host: str, addresses: Iterable[str]) -> None:
     for address in addresses:
         reason = blocked_reason(address)
         if reason is not None:
-            raise SSRFBlocked(f"webhook target {host!r} resolves to a {reason}{ALLOW_HINT}")
+            raise SSRFBlocked(f"target {host!r} resolves to a {reason}{ALLOW_HINT}")
 
 
 def check_url(url: str, *, allow_private: bool) -> None:
@@ -112,7 +112,7 @@ def check_url(url: str, *, allow_private: bool) -> None:
     non-public IP host."""
     problem = target_problem(url)
     if problem is not None:
-        raise SSRFBlocked(f"webhook target {problem}")
+        raise SSRFBlocked(f"target {problem}")
     if allow_private:
         return
     host = urlsplit(url).hostname or ""
@@ -122,7 +122,7 @@ def check_url(url: str, *, allow_private: bool) -> None:
         return  # a name: checked after resolution, at connect time
     reason = blocked_reason(addr)
     if reason is not None:
-        raise SSRFBlocked(f"webhook target is a {reason}{ALLOW_HINT}")
+        raise SSRFBlocked(f"target is a {reason}{ALLOW_HINT}")
 
 
 # Cached (the answer depends on the text alone, and a dispatcher sends to a handful of URLs):
