@@ -23,8 +23,15 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import DEFAULT_RESP_VERSION, HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:
@@ -156,10 +163,21 @@ async def _cluster_exchange(redis: RedisCluster, commands: Sequence[Sequence[Any
             return [await redis.execute_command(*commands[0])]
         except ResponseError as exc:
             return [exc]
+        except AttributeError as exc:  # redis-py on a connection a failover tore down
+            raise RedisConnectionError(f"cluster connection dropped: {exc}") from exc
     pipe = redis.pipeline(transaction=False)
     for args in commands:
         pipe.execute_command(*args)
-    return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+    replies = await pipe.execute(raise_on_error=False)
+    # A node's connection failing mid-pipeline comes back in place too (ConnectionError, or
+    # redis-py's "'NoneType' object has no attribute 'writelines'" on a dropped connection):
+    # raised here, never handed back as if it were a reply.
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+            if isinstance(reply, RedisError):
+                raise reply
+            raise RedisConnectionError(f"cluster pipeline failed: {reply!r}") from reply
+    return replies  # type: ignore[no-any-return]
 
 
 async def _exchange_retrying(redis: Redis, commands: Sequence[Sequence[Any]]) -> list[Any]:
@@ -200,16 +218,54 @@ async def run_script(
 
 
 async def run_script_many(
-    redis: Redis, script: AsyncScript, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    redis: Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+    *,
+    idempotent: bool = False,
 ) -> list[Any]:
     """EVALSHA ``script`` per (keys, args) call, pipelined; loads it first if the server does
-    not know it (a restart or SCRIPT FLUSH), then runs the calls again."""
+    not know it (a restart or SCRIPT FLUSH), then runs the calls again.
+
+    ``idempotent`` calls (running them twice changes nothing, as emit's) are retried on a
+    cluster through a failover: connection errors, CLUSTERDOWN and TRYAGAIN for up to
+    :data:`FAILOVER_RETRY_S` (a replica's promotion takes ``cluster-node-timeout`` plus
+    about a second); the cluster client's own retries do not cover a pipeline.
+    """
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
+    if not idempotent or not isinstance(redis, RedisCluster):
+        return await _script_pipeline(redis, script, commands)
+    deadline = asyncio.get_running_loop().time() + FAILOVER_RETRY_S
+    pause = 0.05
+    while True:
+        try:
+            return await _script_pipeline(redis, script, commands)
+        except _FAILOVER_ERRORS:
+            if asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
+async def _script_pipeline(
+    redis: Redis, script: AsyncScript, commands: Sequence[Sequence[Any]]
+) -> list[Any]:
     try:
         return await pipeline(redis, commands)
     except NoScriptError:
         await redis.script_load(script.script)
         return await pipeline(redis, commands)
+
+
+#: How long an idempotent script call is retried through a cluster failover.
+FAILOVER_RETRY_S = 5.0
+_FAILOVER_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    OSError,
+)
 
 
 def is_resp3(redis: Redis) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from . import scripts
-from .connection import run_script, run_script_many
+from .connection import run_script_many
 from .events import WIRE_FIELD, Event
 from .keys import StreamNames
 
@@ -79,7 +79,10 @@ class Emitter:
         keys, args = script_call(
             self.names, [(event, payload)], maxlen=self.maxlen, window_ms=self.window_ms
         )
-        [stream_id] = await run_script(self.redis, self._script, keys, args)
+        # Idempotent (the event id is the key): safe to retry through a cluster failover.
+        [stream_id] = await run_script_many(
+            self.redis, self._script, [(keys, args)], idempotent=True
+        )
         return stream_id  # type: ignore[no-any-return]
 
     async def emit_many(self, encoded: Sequence[tuple[Event, bytes]]) -> list[str]:
@@ -90,5 +93,5 @@ class Emitter:
             )
             for i in range(0, len(encoded), CHUNK)
         ]
-        replies = await run_script_many(self.redis, self._script, calls)
+        replies = await run_script_many(self.redis, self._script, calls, idempotent=True)
         return [stream_id for ids in replies for stream_id in ids]
