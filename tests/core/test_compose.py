@@ -71,3 +71,50 @@ def test_keys_and_the_redis_password_are_required() -> None:
     assert "--requirepass" in redis["command"]
     for name in APP_SERVICES:
         assert ":${REDIS_PASSWORD:?" in SERVICES[name]["environment"]["REDIS_URL"]
+
+
+CLUSTER = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "compose.cluster.yaml").read_text()
+)["services"]
+NODES = [name for name in CLUSTER if name.startswith("redis-node-")]
+
+
+def test_the_cluster_example_moves_every_app_service_onto_the_cluster() -> None:
+    """compose.cluster.yaml gives each app service of compose.yaml the cluster's URL,
+    REDIS_CLUSTER and STREAM_PARTITIONS (real settings, valid values), after the join."""
+    from bookgen_events.settings import load_settings
+
+    assert set(APP_SERVICES) <= set(CLUSTER)
+    known = {name.upper() for name in Settings.model_fields}
+    for name in APP_SERVICES:
+        env = CLUSTER[name]["environment"]
+        assert set(env) <= known, set(env) - known
+        assert (
+            "@redis-node-1:6379/0" in env["REDIS_URL"] and ":${REDIS_PASSWORD:?" in env["REDIS_URL"]
+        )
+        settings = load_settings(
+            redis_cluster=env["REDIS_CLUSTER"],
+            stream_partitions=env["STREAM_PARTITIONS"],
+            _env_file=None,
+        )
+        assert settings.redis_cluster is True
+        assert settings.stream_partitions % (len(NODES) // 2) == 0  # evenly over the masters
+        condition = CLUSTER[name]["depends_on"]["redis-cluster-init"]["condition"]
+        assert condition == "service_completed_successfully"
+
+
+def test_the_cluster_nodes_and_their_join() -> None:
+    """Six nodes in cluster mode with AOF and the password (replicas authenticate with it);
+    the join names every node and gives each master a replica."""
+    assert len(NODES) == 6
+    for name in NODES:
+        command = CLUSTER[name]["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--appendonly") + 1] == "yes"
+        assert "--requirepass" in command and "--masterauth" in command
+        assert "healthcheck" in CLUSTER[name]
+    init = CLUSTER["redis-cluster-init"]
+    script = init["command"][-1]
+    assert "--cluster create" in script and "--cluster-replicas 1" in script
+    assert "for n in 1 2 3 4 5 6" in script
+    assert set(init["depends_on"]) == set(NODES)
