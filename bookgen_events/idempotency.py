@@ -80,7 +80,7 @@ class Emitter:
             self.names, [(event, payload)], maxlen=self.maxlen, window_ms=self.window_ms
         )
         # Idempotent (the event id is the key): safe to retry through a cluster failover.
-        [stream_id] = await run_script_many(
+        [[stream_id]] = await run_script_many(
             self.redis, self._script, [(keys, args)], idempotent=True
         )
         return stream_id  # type: ignore[no-any-return]
