@@ -30,6 +30,7 @@ class RegistryView(Generic[T]):
         self.store = store
         self.position = "0-0"  # the last change applied
         self.records: dict[str, T] = {}
+        self.loaded = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -50,6 +51,7 @@ class RegistryView(Generic[T]):
         self.position = await self.store.latest_change()
         self.records = await self.read_all()
         self.reindex()
+        self.loaded = True
 
     async def refresh(self, block_ms: int | None = None) -> int:
         """Apply the changes made since the last one (waiting up to ``block_ms`` for one);
@@ -67,9 +69,14 @@ class RegistryView(Generic[T]):
         return len(changes)
 
     @contextlib.asynccontextmanager
-    async def kept_current(self, block_ms: int = 1000) -> AsyncIterator[None]:
-        """Load, then follow the changes until the block is left, however it is left."""
-        await self.load()
+    async def kept_current(self, block_ms: int = 1000, *, wait: bool = True) -> AsyncIterator[None]:
+        """Load, then follow the changes until the block is left, however it is left.
+
+        With ``wait=False`` the block is entered at once even if Redis cannot be reached: the
+        view starts empty and the follower loads it once Redis answers (the gateway's
+        ``/health`` must answer while Redis is down)."""
+        if wait:
+            await self.load()
         follower = asyncio.create_task(
             self.follow(asyncio.Event(), block_ms), name=self.store.hash_key
         )
@@ -87,6 +94,8 @@ class RegistryView(Generic[T]):
         backoff = 0.1
         while not stop.is_set():
             try:
+                if not self.loaded:
+                    await self.load()
                 await self.refresh(block_ms)
                 backoff = 0.1
             except (RedisError, OSError) as exc:

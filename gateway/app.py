@@ -98,7 +98,7 @@ def create_app(bus: EventBus, settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if settings.websocket_auth == "none":
             log.warning(AUTH_OFF_WARNING)
-        async with subscribers.kept_current():
+        async with subscribers.kept_current(wait=False):
             await fanout.start()
             log.info("gateway fan-out reading", stream=bus.names.events, position=fanout.position)
             try:

@@ -4,7 +4,7 @@ An operator route: it shows recipients and errors of every user, so it needs
 ``ADMIN_API_KEY`` (see :mod:`gateway.access`).
 
 Query parameters, all optional: ``job_id``, ``user_id``, ``status`` (pending|delivered|failed|rate_limited|suppressed),
-``channel`` (websocket|webhook|email), ``limit`` (1-500, default 50) and ``cursor`` (the
+``channel`` (websocket|webhook|email|sms), ``limit`` (1-500, default 50) and ``cursor`` (the
 ``next_cursor`` of the previous page). A bad parameter is a 400 naming it.
 
 The cursor is the last row's ``(created_at, id)``: a keyset, so a page costs the same deep in

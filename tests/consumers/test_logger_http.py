@@ -60,7 +60,7 @@ async def test_bad_parameters_are_400(log_settings: Settings) -> None:
     async with client(log_settings) as http:
         for query, word in [
             ("status=lost", "status"),
-            ("channel=sms", "channel"),
+            ("channel=fax", "channel"),
             ("limit=0", "limit"),
             ("limit=ten", "limit"),
             ("cursor=%%%", "cursor"),
