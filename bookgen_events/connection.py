@@ -352,8 +352,8 @@ def _locate_stream_reads(client: RedisCluster) -> None:
     original = client._determine_slot
 
     async def determine_slot(command: str, *args: Any) -> int:
-        if str(command).upper() in ("XREAD", "XREADGROUP"):
-            words = [str(a).upper() for a in args]
+        if _word(command) in ("XREAD", "XREADGROUP"):
+            words = [_word(a) for a in args]
             if "STREAMS" in words:
                 rest = args[words.index("STREAMS") + 1 :]
                 if len(rest) == 2:  # one stream and its id
@@ -361,6 +361,10 @@ def _locate_stream_reads(client: RedisCluster) -> None:
         return int(await original(command, *args))
 
     client._determine_slot = determine_slot  # type: ignore[method-assign]
+
+
+def _word(arg: Any) -> str:
+    return (arg.decode() if isinstance(arg, bytes) else str(arg)).upper()
 
 
 def create_sync_redis(url: str, *, cluster: bool | None = None) -> sync_redis.Redis:

@@ -47,3 +47,30 @@ async def test_status_tail_replay_and_dead_letters_on_a_cluster(
     after = [await bus.redis.zcard(p.names.scheduled("webhook")) for p in bus.partitions]
     assert [a - s for a, s in zip(after, scheduled, strict=True)] == [1] * N
     assert await bus.all_dead_letters.letters("webhook") == []
+
+
+async def test_stream_reads_need_no_command_getkeys(
+    local_cluster: LocalCluster, cluster_redis: Redis, settings: Settings
+) -> None:
+    """XREADGROUP and XREAD go straight to their slot's node: no COMMAND GETKEYS round trip
+    to some node first (redis-py's default for commands whose keys move)."""
+    settings = settings.model_copy(update={"redis_url": local_cluster.url, "stream_partitions": N})
+    bus = EventBus.from_settings(cluster_redis, settings)
+    for part in bus.partitions:
+        await part.ensure_group("webhook", start="0")
+    await bus.emit_many([progress(f"gk-{i}") for i in range(60)])
+
+    def getkeys() -> int:
+        total = 0
+        for node in local_cluster.primaries():
+            with node.client() as sync:
+                stats = sync.info("commandstats")
+            total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+        return total
+
+    before = getkeys()
+    for part in bus.partitions:
+        for _ in range(5):
+            await part.read_group("webhook", "c1", count=5, block_ms=None)
+        assert len(await part.read("0-0", count=100)) > 0
+    assert getkeys() == before
