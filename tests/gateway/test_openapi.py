@@ -28,6 +28,35 @@ from gateway.openapi import document
 from tests.support.gateway import API_KEY, StartGateway
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
+
+
+def _load_schemathesis_now() -> None:
+    """Import schemathesis's lazily loaded OpenAPI machinery at collection, on a shallow stack.
+
+    pytest rewrites a plugin's modules as they are imported, and CPython 3.11.7's ast.parse
+    can fail ("AST constructor recursion depth mismatch") when that happens deep inside a
+    running async test; loading them here keeps the test about our gateway."""
+    schema = schemathesis.openapi.from_dict(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "warm-up", "version": "1"},
+            "paths": {
+                "/a": {
+                    "post": {
+                        "requestBody": {"content": {"application/json": {"schema": {
+                            "type": "object", "properties": {"n": {"type": "integer"}},
+                        }}}},
+                        "responses": {"200": {"description": "ok"}},
+                    }
+                }
+            },
+        }
+    )  # fmt: skip
+    for operation in schema.get_all_operations():
+        operation.ok().as_strategy()
+
+
+_load_schemathesis_now()
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
