@@ -166,9 +166,7 @@ async def test_refusals_are_dead_lettered_with_the_reason(
 
     assert (final.status, final.attempt) == ("failed", 1)
     (letter,) = await dead_letters(bus)
-    assert letter.reason.startswith(
-        "refused (SSRF guard): target is a loopback address 127.0.0.1"
-    )
+    assert letter.reason.startswith("refused (SSRF guard): target is a loopback address 127.0.0.1")
     assert "WEBHOOK_ALLOW_PRIVATE" in letter.reason
     assert receiver.requests == []
 

@@ -57,9 +57,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         # What the gateway would refuse, refused before anything is started.
         _check_gateway(settings, args.host, args.port)
         if settings.public_url is None:  # unsubscribe links point at this gateway
-            settings = settings.model_copy(
-                update={"public_url": own_url(args.host, args.port)}
-            )
+            settings = settings.model_copy(update={"public_url": own_url(args.host, args.port)})
         with embedded_if_needed(settings) as (settings, server):
             asyncio.run(_reachable(settings))  # else one line, before any notice
             _print_where(from_env, server)
