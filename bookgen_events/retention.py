@@ -9,7 +9,8 @@ the channel's scheduled set, with its event (:mod:`~bookgen_events.schedule`), a
 scheduled event waits in the held set (:mod:`~bookgen_events.scheduled_events`): trimming
 never touches either. ``DLQ_RETENTION`` trims each channel's dead letters by age.
 ``LOG_RETENTION`` deletes old ``notifications`` rows in small batches
-(:func:`~bookgen_events.db.delete_rows_before`), run by the logger worker.
+(:func:`~bookgen_events.db.delete_rows_before`), run by the logger worker
+(:func:`consumers.logger.keep_log_trimmed`), so no other process loads SQLAlchemy.
 
 :func:`keep_trimmed` runs the stream and dead-letter trims in every worker process (a trim
 is idempotent, so several processes doing it is harmless), every TRIM_INTERVAL_S.
@@ -19,16 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from .bus import EventBus
 from .channel import DEAD_LETTER_GROUPS
-from .db import delete_rows_before
 from .logs import get_logger
 from .outcomes import now_ms
 from .settings import Settings
@@ -90,25 +87,6 @@ async def trim_once(bus: EventBus, settings: Settings) -> dict[str, Any]:
     if settings.dlq_retention is not None:
         done["dead_letters"] = await trim_dead_letters(bus, settings.dlq_retention)
     return done
-
-
-async def keep_log_trimmed(
-    engine: Engine, retention_s: float, stop: asyncio.Event, interval_s: float = TRIM_INTERVAL_S
-) -> None:
-    """Delete log rows older than ``retention_s`` every ``interval_s`` until ``stop`` (in a
-    thread: the database driver blocks), in small batches."""
-    while not stop.is_set():
-        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=retention_s)
-        try:
-            removed = await asyncio.to_thread(delete_rows_before, engine, cutoff)
-            if removed:
-                log.info("log rows deleted by age", rows=removed)
-        except SQLAlchemyError as exc:
-            log.warning("deleting old log rows failed", error=str(exc)[:300])
-        try:
-            await asyncio.wait_for(stop.wait(), interval_s)
-        except TimeoutError:
-            pass
 
 
 async def keep_trimmed(

@@ -26,6 +26,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -34,6 +35,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from bookgen_events.bus import Commit, Entry, EventBus
 from bookgen_events.channel import CHANNELS
 from bookgen_events.db import (
+    delete_rows_before,
     ensure_schema,
     get_engine,
     upsert_events,
@@ -44,7 +46,7 @@ from bookgen_events.events import decode
 from bookgen_events.logs import get_logger
 from bookgen_events.outcomes import DeadLetter, Outcome
 from bookgen_events.reader import REDIS_DOWN, GroupReader, default_consumer_name
-from bookgen_events.retention import keep_log_trimmed
+from bookgen_events.retention import TRIM_INTERVAL_S
 from bookgen_events.settings import Settings
 
 from .logrows import event_rows, outcome_row
@@ -292,6 +294,25 @@ class NotificationLogger:
         with self.engine.begin() as conn:
             upsert_events(conn, events)
             upsert_outcomes(conn, outcomes)
+
+
+async def keep_log_trimmed(
+    engine: Engine, retention_s: float, stop: asyncio.Event, interval_s: float = TRIM_INTERVAL_S
+) -> None:
+    """Delete log rows older than ``retention_s`` every ``interval_s`` until ``stop`` (in a
+    thread: the database driver blocks), in small batches."""
+    while not stop.is_set():
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=retention_s)
+        try:
+            removed = await asyncio.to_thread(delete_rows_before, engine, cutoff)
+            if removed:
+                log.info("log rows deleted by age", rows=removed)
+        except SQLAlchemyError as exc:
+            log.warning("deleting old log rows failed", error=str(exc)[:300])
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+        except TimeoutError:
+            pass
 
 
 async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overrides: Any) -> None:
