@@ -26,10 +26,11 @@ def registry(redis: Redis, prefix: str) -> EndpointRegistry:
     return EndpointRegistry.for_prefix(redis, prefix)
 
 
-def event(type_: str = "completion", job_id: str = "1", user_id: str | None = None):  # type: ignore[no-untyped-def]
+def event(type_: str = "completion", job_id: str | None = "1", user_id: str | None = None):  # type: ignore[no-untyped-def]
     data = {
         "completion": {"biography_id": 1, "character_name": "Ada", "status": "completed"},
         "progress_update": {"progress": 10},
+        "error_alert": {"error": "x", "severity": "critical"},
     }[type_]
     return make_event({"type": type_, "job_id": job_id, "user_id": user_id, "data": data})
 
@@ -142,6 +143,28 @@ async def test_the_index_routes_by_type_and_filters_and_follows_changes(
     assert len(fresh) == 3 and {
         r.split(" ")[0] for r in fresh.recipients(event("completion", "7"), "webhook")
     } == {job7.id}
+
+
+async def test_the_index_routes_job_and_user_filters_exactly_as_a_scan(
+    registry: EndpointRegistry,
+) -> None:
+    """Every combination of job and user filters, routed by the index's lookups, gives what
+    checking every endpoint's filters gives."""
+    filters = [{}, {"job_ids": ["1", "2"]}, {"user_ids": ["u1"]}, {"job_ids": ["2"], "user_ids": ["u2"]},
+               {"job_ids": ["1"], "user_ids": ["u1", "u2"]}, {"event_types": ["job.error"]}]  # fmt: skip
+    for fields in filters:
+        await registry.create({"url": URL, **fields})
+    view = EndpointIndex(registry)
+    await view.load()
+    everyone = await registry.all()
+    for kind in ("completion", "error_alert"):
+        for job in ("1", "2", "3", None):
+            for user in ("u1", "u2", "u3", None):
+                e = event(kind, job, user)
+                scanned = {endpoint_recipient(x) for x in everyone if x.wants(e)}
+                routed = view.recipients(e, "webhook")
+                assert sorted(routed) == sorted(scanned), (kind, job, user)
+                assert len(routed) == len(set(routed))
 
 
 async def test_follow_sees_a_change_within_its_poll(registry: EndpointRegistry) -> None:
