@@ -254,12 +254,21 @@ function stat(label, value) {
 
 function drawGroups(status) {
   const rows = [];
-  for (const stream of [status.events, status.deliveries]) {
+  // With several partitions, each partition's streams get their own rows (the totals are
+  // in the cards); with one, the streams themselves.
+  const streams = status.partitions
+    ? status.partitions.flatMap((p) => [
+        { ...p.events, label: `partition ${p.partition}` },
+        { ...p.deliveries, label: `partition ${p.partition}` },
+      ])
+    : [status.events, status.deliveries];
+  for (const stream of streams) {
     for (const g of stream.groups) {
       const consumers = g.consumers.map((c) => el("span", { class: "tag", title: `idle ${age(c.idle_ms)}`, text: `${c.name} (${c.pending})` }));
       const lagTone = g.lag === null ? "idle" : g.lag > 1000 ? "bad" : g.lag > 0 ? "warn" : "ok";
       rows.push(el("tr", { "data-group": g.group, "data-stream": stream.name },
-        el("td", { class: "mono", text: stream.name }),
+        el("td", {}, el("span", { class: "mono", text: stream.name }),
+          ...(stream.label ? [el("div", { class: "muted partition", text: stream.label })] : [])),
         el("td", {}, el("strong", { text: g.group })),
         el("td", { class: "num" }, pill(g.lag === null ? "?" : String(g.lag), lagTone)),
         el("td", { class: "num", text: String(g.pending) }),

@@ -19,12 +19,14 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
 from bookgen_events import EventBus, Settings
 from consumers.webhook import serve
 from tests.support.browser import chromium
 from tests.support.events import progress
 from tests.support.gateway import API_KEY, JWT_SECRET, StartGateway
+from tests.support.partitioned_gateway import running_gateway
 from tests.support.waits import eventually
 from tests.support.webhooks import Receiver, Reply
 
@@ -235,3 +237,25 @@ async def test_replay_counts_first_and_the_log_pages(
     await page.click("#log-search")
     await expect(page.locator("#log-empty")).to_be_visible()
     await expect(page.locator("#log-next")).to_be_disabled()
+
+
+async def test_groups_are_shown_per_partition(
+    browser: Browser, redis: Redis, admin_settings: Settings
+) -> None:
+    """STREAM_PARTITIONS=3: each partition's streams get their own rows, each labelled with
+    its partition, with that partition's lag."""
+    settings = admin_settings.model_copy(update={"stream_partitions": 3})
+    bus = EventBus.from_settings(redis, settings)
+    await bus.check_layout()
+    for part in bus.partitions:
+        await part.ensure_group("webhook", start="0")
+    await bus.emit_many([progress(f"job-{i}") for i in range(12)])
+    async with running_gateway(bus, settings) as gateway:
+        page = await browser.new_page()
+        await sign_in(page, gateway.http)
+        rows = page.locator('#groups-table tr[data-group="webhook"]')
+        await shown(page, rows, 3)
+        labels = await rows.locator(".partition").all_text_contents()
+        assert sorted(labels) == ["partition 0", "partition 1", "partition 2"]
+        lags = [int(t) for t in await rows.locator("td.num .pill").all_text_contents()]
+        assert len(lags) == 3 and sum(lags) == 12 and all(lag > 0 for lag in lags)
