@@ -13,7 +13,7 @@ def test_every_script_file_loads_with_its_placeholders_filled() -> None:
     """Each .lua file in the package loads; only commit.lua takes values, and needs them all."""
     names = sorted(p.name[:-4] for p in files(scripts).iterdir() if p.name.endswith(".lua"))
     plain = [
-        "cancel_event", "claim_due", "digest_collect", "digest_take", "emit_many",
+        "cancel_event", "claim_due", "digest_collect", "digest_take", "emit_many", "emit_now",
         "endpoint_failure", "move_due", "rate_limit",
     ]  # fmt: skip
     assert names == sorted([*plain, "commit"])
