@@ -122,11 +122,14 @@ async def test_up_runs_everything_on_an_embedded_server(tmp_path: Path, receiver
         def logged() -> list[tuple[str, str]]:
             if not db.exists():
                 return []
-            with sqlite3.connect(db) as conn:
-                return conn.execute(
-                    "SELECT delivery_method, status FROM notifications "
-                    "WHERE related_entity_type = 'job' AND related_entity_id = 123"
-                ).fetchall()
+            try:
+                with sqlite3.connect(db) as conn:
+                    return conn.execute(
+                        "SELECT delivery_method, status FROM notifications "
+                        "WHERE related_entity_type = 'job' AND related_entity_id = 123"
+                    ).fetchall()
+            except sqlite3.OperationalError:  # the file is there, the logger's schema not yet
+                return []
 
         # Both rows, each from its own stream (the event's, the outcome's), read apart.
         both = {("webhook", "delivered"), ("websocket", "delivered")}
