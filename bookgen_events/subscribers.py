@@ -176,21 +176,8 @@ class SubscriberRegistry:
             else [k for k in EventType if current.wants(channel, k)]
         )
         types = [k for k in types if k != kind] + ([kind] if enabled else [])
-        preferences = {**current.preferences, channel: ChannelPreference(types=types)}
-        update: dict[str, Any] = {"preferences": preferences, "updated_at": time.time()}
-        fields = ["preferences"]
-        contact = {"email": "email", "sms": "phone"}.get(channel)
-        if address and contact and getattr(current, contact) is None:
-            try:
-                SubscriberFields.model_validate({contact: address})
-            except ValidationError:
-                pass  # not a valid address for that channel: keep the preference alone
-            else:
-                update[contact] = address
-                fields.append(contact)
-        subscriber = current.model_copy(update=update)
-        await self.store.put(user_id, subscriber.model_dump_json(), "preference", fields)
-        return subscriber
+        changed = ChannelPreference(types=types)
+        return await self._store(current, channel, changed, "preferences", address)
 
     async def stop_channel(
         self, user_id: str, channel: SubscriberChannel, *, address: str | None = None
@@ -202,9 +189,23 @@ class SubscriberRegistry:
         current = await self.find(user_id) or Subscriber(user_id=user_id, updated_at=0)
         preference = current.preferences.get(channel, ChannelPreference())
         stopped = preference.model_copy(update={"enabled": False})
-        preferences = {**current.preferences, channel: stopped}
+        return await self._store(
+            current, channel, stopped, f"preferences.{channel}.enabled", address
+        )
+
+    async def _store(
+        self,
+        current: Subscriber,
+        channel: SubscriberChannel,
+        preference: ChannelPreference,
+        field: str,
+        address: str | None,
+    ) -> Subscriber:
+        """Store ``current`` with ``preference`` on ``channel`` (audited as a "preference"
+        change of ``field``), ``address`` becoming its contact there if it has none."""
+        preferences = {**current.preferences, channel: preference}
         update: dict[str, Any] = {"preferences": preferences, "updated_at": time.time()}
-        fields = [f"preferences.{channel}.enabled"]
+        fields = [field]
         contact = {"email": "email", "sms": "phone"}.get(channel)
         if address and contact and getattr(current, contact) is None:
             try:
@@ -215,7 +216,7 @@ class SubscriberRegistry:
                 update[contact] = address
                 fields.append(contact)
         subscriber = current.model_copy(update=update)
-        await self.store.put(user_id, subscriber.model_dump_json(), "preference", fields)
+        await self.store.put(current.user_id, subscriber.model_dump_json(), "preference", fields)
         return subscriber
 
     async def delete(self, user_id: str) -> None:
