@@ -21,12 +21,14 @@ from redis.asyncio import Redis
 from bookgen_events import EventBus, Settings, load_settings
 from bookgen_events.connection import create_redis
 from bookgen_events.embedded import EmbeddedRedis
+from tests.support.browser import browser
 from tests.support.gateway import gateway, gateway_settings, start_gateway
 from tests.support.processes import process_env
 from tests.support.twilio import twilio
 from tests.support.webhooks import receiver, webhook_settings
 
 __all__ = [
+    "browser",
     "gateway",
     "gateway_settings",
     "receiver",

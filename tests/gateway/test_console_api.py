@@ -6,16 +6,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from bookgen_events import EventBus, Settings
 from consumers.logger import NotificationLogger
 from tests.support.events import progress
-from tests.support.gateway import API_KEY, JWT_SECRET, StartGateway
+from tests.support.gateway import ADMIN_KEY, StartGateway
 from tests.support.waits import eventually
 from tests.support.webhooks import Receiver, Reply, running
 
-ADMIN_KEY = "admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 ROUTES = [
     ("GET", "/status"),
@@ -24,18 +22,6 @@ ROUTES = [
     ("POST", "/dead-letters/webhook/purge"),
     ("POST", "/replay"),
 ]
-
-
-@pytest.fixture
-def admin_settings(webhook_settings: Settings) -> Settings:
-    """Webhooks to loopback, the gateway's keys, and the admin key."""
-    return webhook_settings.model_copy(
-        update={
-            "websocket_jwt_secret": SecretStr(JWT_SECRET),
-            "producer_api_key": SecretStr(API_KEY),
-            "admin_api_key": SecretStr(ADMIN_KEY),
-        }
-    )
 
 
 @pytest.fixture

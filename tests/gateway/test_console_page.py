@@ -18,26 +18,17 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bookgen_events import EventBus, Settings
 from consumers.webhook import serve
-from tests.support.browser import chromium
 from tests.support.events import progress
-from tests.support.gateway import API_KEY, JWT_SECRET, StartGateway
+from tests.support.gateway import ADMIN_KEY, StartGateway
 from tests.support.partitioned_gateway import running_gateway
 from tests.support.waits import eventually
 from tests.support.webhooks import Receiver, Reply
 
-ADMIN_KEY = "admin-key-0123456789abcdef"
 HOSTILE = "<img src=x onerror=window.pwned=1>"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
@@ -45,17 +36,6 @@ def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture
-def admin_settings(webhook_settings: Settings) -> Settings:
-    return webhook_settings.model_copy(
-        update={
-            "websocket_jwt_secret": SecretStr(JWT_SECRET),
-            "producer_api_key": SecretStr(API_KEY),
-            "admin_api_key": SecretStr(ADMIN_KEY),
-        }
-    )
 
 
 @contextlib.asynccontextmanager

@@ -18,9 +18,15 @@ from bookgen_events import EventBus, Settings
 from bookgen_events.errors import ConfigError, EventValidationError
 from gateway.app import create_app
 from tests.support.events import live_progress
-from tests.support.gateway import API_KEY, JWT_SECRET, Gateway, StartGateway, recv_json, token
-
-ADMIN_KEY = "admin-key-0123456789abcdef"
+from tests.support.gateway import (
+    ADMIN_KEY,
+    API_KEY,
+    JWT_SECRET,
+    Gateway,
+    StartGateway,
+    recv_json,
+    token,
+)
 
 
 @pytest.fixture

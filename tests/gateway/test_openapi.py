@@ -25,9 +25,7 @@ from starlette.routing import Route
 from bookgen_events import EventBus, Settings
 from gateway.app import create_app
 from gateway.openapi import document
-from tests.support.gateway import API_KEY, StartGateway
-
-ADMIN_KEY = "admin-key-0123456789abcdef"
+from tests.support.gateway import ADMIN_KEY, API_KEY, StartGateway
 
 
 def _load_schemathesis_now() -> None:

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from bookgen_events import EventBus, Settings
 from tests.support.events import live_progress
 from tests.support.gateway import StartGateway, token
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def chromium() -> str:
-    # Never skip: without the Debian package the page is untested, which must be loud.
-    assert CHROMIUM.exists(), "install Chromium: apt-get install -y chromium"
-    return str(CHROMIUM)
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 def status_change(job_id: str, old: str | None, new: str) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from bookgen_events import EventBus, Settings
 from bookgen_events.events import EventType
 from bookgen_events.subscribers import SubscriberRegistry
 from bookgen_events.unsubscribe import make_token
-from tests.support.gateway import StartGateway
+from tests.support.gateway import ADMIN_KEY, StartGateway
 
-ADMIN_KEY = "admin-key-0123456789abcdef"
 UNSUBSCRIBE_SECRET = "unsubscribe-secret-0123456789abcdef"
 
 

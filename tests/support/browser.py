@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
+import pytest
 from playwright.async_api import Browser, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,3 +35,10 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """The pages' tests' browser (reaches every folder through ``tests/conftest.py``)."""
+    async with chromium() as launched:
+        yield launched

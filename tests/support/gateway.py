@@ -27,6 +27,7 @@ from .waits import wait_healthy
 
 JWT_SECRET = "gateway-test-secret-0123456789abcdef"
 API_KEY = "producer-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789abcdef"
 
 
 @dataclass
