@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,36 +32,14 @@ from typing import Any
 import redis as sync_redis
 
 from bench._common import Timer, run_bench
-from bookgen_events import Consumer, Event, EventBus
+from bench.consume import NoopChannel
+from bookgen_events import Consumer, EventBus
 from bookgen_events.connection import create_redis
 from bookgen_events.embedded import EmbeddedRedis
 from tests.support.cluster import LocalCluster
 
 PARTITIONS = 6
 CALLS = ("evalsha", "xadd", "xreadgroup", "xack", "xautoclaim", "xrange")
-
-
-class NoopChannel:
-    """Delivers nothing; sets ``done`` after ``expected`` deliveries."""
-
-    name = "bench"
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.delivered = 0
-        self.done = asyncio.Event()
-
-    def recipients(self, event: Event) -> Sequence[str]:
-        return [event.webhook_url] if event.webhook_url else []
-
-    def rate_limit_key(self, event: Event, recipient: str) -> str | None:
-        return None
-
-    async def deliver(self, event: Event, recipient: str) -> int:
-        self.delivered += 1
-        if self.delivered == self.expected:
-            self.done.set()
-        return 200
 
 
 def sample(i: int) -> dict[str, Any]:
