@@ -328,18 +328,16 @@ class Delivery:
         taken = await channel.digests.take(member, send)
         if taken is None:
             return  # settled by another consumer meanwhile
+        commit.unschedule.append(taken)  # whatever follows: settled, held or rescheduled
         send = Scheduled.loads(taken)
         items = items_of(send)
         recipient = send.recipient or ""
         if not items:
-            commit.unschedule.append(taken)
             return
         latest = items[-1].event
         if self._held_until is not None and (until := self._held_until(latest, recipient)):
-            commit.unschedule.append(taken)
             commit.schedule.append((send, until))
             return
-        commit.unschedule.append(taken)
         started = time.perf_counter()
         try:
             status_code = await channel.deliver_digest([i.event for i in items], recipient)
