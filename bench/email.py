@@ -31,7 +31,8 @@ from bookgen_events.connection import create_redis
 from bookgen_events.consumer import Consumer
 from bookgen_events.logs import configure_logging
 from bookgen_events.service import EventFactory
-from consumers.emails import EmailChannel, Renderer
+from consumers.email_messages import Renderer
+from consumers.emails import EmailChannel
 from consumers.mailer import SMTPMailer
 
 POOL = 5

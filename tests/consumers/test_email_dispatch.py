@@ -10,7 +10,8 @@ from bookgen_events import EventBus, Settings
 from bookgen_events.consumer import Consumer
 from bookgen_events.service import EventFactory
 from consumers import emails
-from consumers.emails import EmailChannel, Renderer
+from consumers.email_messages import Renderer
+from consumers.emails import EmailChannel
 from consumers.mailer import SMTPMailer
 from tests.support.outcomes import dead_letters, outcomes
 from tests.support.ports import free_port

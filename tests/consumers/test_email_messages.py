@@ -11,7 +11,8 @@ from bookgen_events.consumer import Consumer
 from bookgen_events.events import CompletionData, Event, EventType, ProgressData
 from bookgen_events.outcomes import DeadLetter
 from bookgen_events.service import EventFactory
-from consumers.emails import EmailChannel, PreparedMessage, Renderer
+from consumers.email_messages import PreparedMessage, Renderer
+from consumers.emails import EmailChannel
 from consumers.mailer import SMTPMailer
 from tests.support.smtp import SmtpServer
 
