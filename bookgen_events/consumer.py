@@ -25,6 +25,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from .bus import Entry, EventBus
+from .cancelling import cancel_and_wait
 from .channel import Channel
 from .commit import Commit
 from .delivery import Delivery
@@ -152,8 +153,7 @@ class Consumer:
                 try:
                     await self._read_loop()
                 finally:
-                    timers.cancel()
-                    await asyncio.gather(timers, return_exceptions=True)
+                    await cancel_and_wait([timers])
         finally:
             await self._shutdown()
 

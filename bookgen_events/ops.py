@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .bus import EventBus
+from .cancelling import cancel_and_wait
 from .channel import DEAD_LETTER_GROUPS
 from .outcomes import Outcome, now_ms
 from .scheduled_events import count_in
@@ -343,10 +343,7 @@ async def _read(
         await asyncio.gather(*readers)  # a reader's error, raised here
     finally:
         stop.set()
-        for reader in readers:
-            reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*readers, return_exceptions=True)
+        await cancel_and_wait(readers)
 
 
 # -- endpoints (SPEC 9) -------------------------------------------------------------------------

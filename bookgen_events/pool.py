@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
+from .cancelling import cancel_and_wait
+
 T = TypeVar("T")
 
 
@@ -77,10 +79,7 @@ class WorkerPool(Generic[T]):
             work, token = self._queue.popleft()
             work.close()
             unstarted.append(token)
-        workers = list(self._workers)
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await cancel_and_wait(list(self._workers))
         self._idle.clear()
         self._waking = 0
         return unstarted

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
+from .cancelling import cancel_and_wait
 from .logs import get_logger
 from .registry import AuditedHash
 
@@ -85,9 +86,7 @@ class RegistryView(Generic[T]):
         finally:
             # Cancelled rather than told to stop: it may be blocked on its read for a while,
             # and a follower holds nothing to finish.
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await cancel_and_wait([follower])
 
     async def follow(self, stop: asyncio.Event, block_ms: int = 1000) -> None:
         """Keep the view current until ``stop``; a Redis outage is waited out, not fatal."""

@@ -33,6 +33,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from bookgen_events.bus import Commit, Entry, EventBus
+from bookgen_events.cancelling import cancel_and_wait
 from bookgen_events.channel import CHANNELS
 from bookgen_events.db import (
     delete_rows_before,
@@ -329,8 +330,7 @@ async def serve(bus: EventBus, settings: Settings, stop: asyncio.Event, **overri
     try:
         await logger.run(stop)
     finally:
-        trimmer.cancel()
-        await asyncio.gather(trimmer, return_exceptions=True)
+        await cancel_and_wait([trimmer])
 
 
 async def rebuild(bus: EventBus, settings: Settings, *, chunk: int = 1000) -> dict[str, Any]:

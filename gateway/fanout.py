@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bookgen_events.bus import EventBus
+from bookgen_events.cancelling import cancel_and_wait
 from bookgen_events.errors import DecodeError
 from bookgen_events.events import Event, decode
 from bookgen_events.logs import get_logger
@@ -83,9 +84,7 @@ class Fanout:
         self.positions[p] = info["last-generated-id"] if info else "0-0"
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     @property
     def running(self) -> bool:

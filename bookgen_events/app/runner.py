@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..bus import EventBus
+from ..cancelling import cancel_and_wait
 from ..connection import create_redis, resolve_redis_url
 from ..credentials import redact_url
 from ..embedded import EmbeddedRedis
@@ -127,9 +128,7 @@ async def _check_redis(
     done, pending = await asyncio.wait(
         waits, timeout=CONNECT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
     )
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await cancel_and_wait(pending)
     if ping in done:
         try:
             ping.result()
