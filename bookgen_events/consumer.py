@@ -347,7 +347,9 @@ class Consumer:
         finally:
             if not started:
                 work.close()  # cancelled while waiting (a shutdown): it never ran
-            mine.set_result(None)
+            # A cancelled waiter cancels the future it waits on: this one, at a shutdown.
+            if not mine.done():
+                mine.set_result(None)
             if self._tails.get(key) is mine:
                 del self._tails[key]
 

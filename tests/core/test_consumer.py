@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from bookgen_events import Consumer, EventBus, RetryLater
 from bookgen_events.bus import Commit
@@ -240,6 +241,26 @@ async def test_graceful_stop_never_half_acks(bus: EventBus) -> None:
     assert (
         sorted(channel.delivered) == sorted(set(channel.delivered)) and len(channel.delivered) == 2
     )
+
+
+async def test_stop_with_a_job_queued_behind_a_slow_delivery_hands_both_back(
+    bus: EventBus,
+) -> None:
+    """Per-job order at shutdown: one job's second delivery waits for its first; when the
+    grace runs out both are handed back, nothing recorded and nothing reported as crashed."""
+    channel = RecordingChannel()
+    channel.delay = {"slow": 5.0}
+    await bus.emit_many([progress("slow"), progress("slow")])
+    consumer = make_consumer(bus, channel, grace_s=0.3)
+    with capture_logs() as logs:
+        task = asyncio.create_task(consumer.run())
+        await eventually(lambda: consumer._pool.load == 2)
+        await asyncio.sleep(0.1)  # the first delivery under way, the second waiting for it
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+    assert not [e for e in logs if e["event"] == "delivery crashed"], logs
+    pending = await bus.redis.xpending_range(bus.names.events, "webhook", "-", "+", 10)
+    assert len(pending) == 2 and await outcomes(bus) == []
 
 
 async def test_a_redis_refusing_writes_stops_reads_and_loses_nothing(bus: EventBus) -> None:
