@@ -32,6 +32,7 @@ from .delivery import Delivery
 from .errors import DecodeError
 from .events import WIRE_FIELD, Event, decode
 from .flusher import Flusher
+from .job_lanes import JobLanes
 from .logs import get_logger
 from .outcomes import now_ms
 from .partitions import partition_key
@@ -87,17 +88,20 @@ class Consumer:
             bus, self.group, self.name, claim_idle_ms=claim_idle_ms, log=self._log
         )
         # A delivery's token is the stream entry it settles ("" for a scheduled delivery,
-        # which releases its own lease if it never completes).
-        self._pool: WorkerPool[str] = WorkerPool(
+        # which releases its own lease if it never completes) and its job's key (None for a
+        # scheduled delivery: a retry comes after the job's later events).
+        self._pool: WorkerPool[tuple[str, str | None]] = WorkerPool(
             concurrency, self._finished, name=f"worker-{self.group}"
         )
+        # Per-job order: a job's delivery waits here while the one before it runs.
+        self._lanes: JobLanes[tuple[Coroutine[Any, Any, object], str]] = JobLanes()
         self._flusher = Flusher(bus, self.group, self.group, written=self._written, log=self._log)
         # The flusher's buffer is always the same object: a delivery appends to whatever the
         # next flush writes.
         self._buffer = self._flusher.buffer
         self._flush_soon = self._flusher.wanted.set
         self._record = self._flusher.record
-        self._room = Room(self._capacity, concurrency + 4 * batch, lambda: self._pool.load)
+        self._room = Room(self._capacity, concurrency + 4 * batch, self._load)
         self._inflight_ids = self._room.ids  # the same sets: added to once per entry
         self._inflight_members = self._room.members
         self._release = self._room.release
@@ -109,9 +113,6 @@ class Consumer:
         self._delivery = Delivery(
             channel, limiter, retry_schedule, max_retries, rate_limits, self._log
         )
-        # Per-job order: the last delivery queued per job (partition key), which the next one
-        # of the same job waits for.
-        self._tails: dict[str, asyncio.Future[None]] = {}
 
     @classmethod
     def from_settings(
@@ -184,9 +185,13 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.grace_s):
                 await self._pool.quiesce()
-        unfinished = self._pool.load
+        unfinished = self._load()
         # Never started or cancelled, its entry stays pending: another consumer reclaims it.
-        self._release([e for e in await self._pool.close() if e], [])
+        self._release([entry_id for entry_id, _ in await self._pool.close() if entry_id], [])
+        waiting = self._lanes.drain()
+        for work, _ in waiting:
+            work.close()
+        self._release([entry_id for _, entry_id in waiting], [])
         if unfinished:
             self._log.warning("handed back unfinished work", deliveries=unfinished)
         await self._flusher.close()
@@ -222,7 +227,7 @@ class Consumer:
                 await asyncio.sleep(0.05)
 
     async def _read(self, *, block_ms: int | None) -> int:
-        free = self._capacity - self._pool.load
+        free = self._capacity - self._load()
         entries = await self._reader.new(min(self.batch, free), block_ms)
         for entry in entries:
             self._dispatch_entry(entry)
@@ -276,7 +281,7 @@ class Consumer:
         return len(fresh)
 
     async def _take_due(self) -> int:
-        free = max(self._capacity - self._pool.load, 1)
+        free = max(self._capacity - self._load(), 1)
         result = await unless_down(
             self.bus.scheduled.claim_due(
                 self.group, now_ms=now_ms(), lease_ms=self._lease_ms, limit=min(free, self.batch)
@@ -293,7 +298,7 @@ class Consumer:
             self._next_due_ms = now_ms()  # maybe more due: look again next cycle
         for member in members:
             self._inflight_members.add(member)
-            self._pool.submit(self._run_scheduled(member), "")
+            self._pool.submit(self._run_scheduled(member), ("", None))
         return len(members)
 
     async def _anything_due(self) -> bool:
@@ -328,30 +333,15 @@ class Consumer:
         else:
             self._ack_now(entry_id, None, raw)
             return
-        self._pool.submit(self._in_order(partition_key(event), work), entry_id)
+        # One job's events reach a recipient in the order they were emitted (first attempts;
+        # a retry comes after the job's later events): it runs once the one before is done.
+        key = partition_key(event)
+        if self._lanes.admit(key, (work, entry_id)):
+            self._pool.submit(work, (entry_id, key))
 
-    async def _in_order(self, key: str, work: Coroutine[Any, Any, object]) -> None:
-        """Run ``work`` once the job's previous delivery read from the stream has finished:
-        one job's events reach a recipient in the order they were emitted (first attempts;
-        a retry comes after the job's later events). The pool starts work in the order it
-        was queued, so the one waited for is always running already."""
-        previous = self._tails.get(key)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[key] = mine
-        started = False
-        try:
-            if previous is not None:
-                await previous
-            started = True
-            await work
-        finally:
-            if not started:
-                work.close()  # cancelled while waiting (a shutdown): it never ran
-            # A cancelled waiter cancels the future it waits on: this one, at a shutdown.
-            if not mine.done():
-                mine.set_result(None)
-            if self._tails.get(key) is mine:
-                del self._tails[key]
+    def _load(self) -> int:
+        """Deliveries queued, running, or waiting for their job's previous one."""
+        return self._pool.load + self._lanes.held
 
     def _ack_now(self, entry_id: str, poison: str | None = None, raw: str = "") -> None:
         """Settle an entry with nothing to deliver: ack it, dead-lettered first if poison."""
@@ -361,9 +351,18 @@ class Consumer:
         commit.acks.append(entry_id)
         self._record(commit)
 
-    def _finished(self, entry_id: str, error: BaseException | None, load: int) -> None:
+    def _finished(
+        self, token: tuple[str, str | None], error: BaseException | None, load: int
+    ) -> None:
         """A delivery is done (called by the pool): its ack joins its results, or it is
-        released for a reclaim to redo if it never completed."""
+        released for a reclaim to redo if it never completed; its job's next one may run."""
+        entry_id, key = token
+        if key is not None and not isinstance(error, asyncio.CancelledError):
+            following = self._lanes.done(key)  # (none is started by a shutdown's cancel)
+            if following is not None:
+                work, following_id = following
+                self._pool.submit(work, (following_id, key))
+                load += 1
         if error is None:
             # The work's records went into the buffer with no await since: the ack joins them
             # in one flush. Owned (heartbeat, no self-reclaim) until that flush is written.
@@ -374,7 +373,7 @@ class Consumer:
             self._release([entry_id] if entry_id else [], [])
             if isinstance(error, Exception):
                 self._log.error("delivery crashed", exc_info=error)
-        self._room.finished(load)
+        self._room.finished(load + self._lanes.held)
 
     async def _deliver_to_all(
         self, event: Event, raw: str, entry_id: str, recipients: Sequence[str]

@@ -45,7 +45,7 @@ class WorkerPool(Generic[T]):
         self.size = size
         self._done = done
         self._name = name
-        self._queue: deque[tuple[Coroutine[Any, Any, None], T]] = deque()
+        self._queue: deque[tuple[Coroutine[Any, Any, object], T]] = deque()
         self._busy = 0  # workers running a coroutine
         self._workers: set[asyncio.Task[None]] = set()
         self._idle: list[asyncio.Future[None]] = []  # workers waiting for work
@@ -58,7 +58,7 @@ class WorkerPool(Generic[T]):
         """Coroutines queued or running."""
         return len(self._queue) + self._busy
 
-    def submit(self, work: Coroutine[Any, Any, None], token: T) -> None:
+    def submit(self, work: Coroutine[Any, Any, object], token: T) -> None:
         """Queue ``work``; it starts on a worker soon (never inside this call)."""
         self._queue.append((work, token))
         if not self._spread_pending:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from bookgen_events import Consumer, EventBus, RetryLater
+from bookgen_events import Consumer, Event, EventBus, RetryLater
 from bookgen_events.bus import Commit
 from bookgen_events.delivery import retry_delay
 from bookgen_events.events import decode
@@ -254,8 +255,9 @@ async def test_stop_with_a_job_queued_behind_a_slow_delivery_hands_both_back(
     consumer = make_consumer(bus, channel, grace_s=0.3)
     with capture_logs() as logs:
         task = asyncio.create_task(consumer.run())
-        await eventually(lambda: consumer._pool.load == 2)
-        await asyncio.sleep(0.1)  # the first delivery under way, the second waiting for it
+        await eventually(lambda: len(channel.attempts) == 1)
+        await asyncio.sleep(0.1)
+        assert len(channel.attempts) == 1  # the first under way, the second waiting for it
         consumer.stop()
         await asyncio.wait_for(task, 5)
     assert not [e for e in logs if e["event"] == "delivery crashed"], logs
@@ -311,6 +313,66 @@ async def test_waiting_deliveries_run_side_by_side_up_to_the_concurrency(bus: Ev
     assert channel.peak == 5
     consumer.stop()
     await task
+
+
+async def test_one_jobs_deliveries_run_one_at_a_time_in_order_other_jobs_beside(
+    bus: EventBus,
+) -> None:
+    """Per-job order: with deliveries of random length, each job's events complete in the
+    order emitted, while different jobs' deliveries overlap."""
+
+    class Shuffling(RecordingChannel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.finished: list[tuple[str, float]] = []
+            self.running: dict[str, int] = {}
+            self.most_at_once = 0
+            self.jobs_at_once = 0
+            self.shuffle = random.Random(3)
+
+        async def deliver(self, event: Event, recipient: str) -> int | None:
+            job = event.job_id or ""
+            self.running[job] = self.running.get(job, 0) + 1
+            assert self.running[job] == 1, f"two deliveries of job {job} at once"
+            self.jobs_at_once = max(self.jobs_at_once, len(self.running))
+            await asyncio.sleep(self.shuffle.random() * 0.02)
+            del self.running[job]
+            self.finished.append((job, event.data.progress))
+            return 200
+
+    channel = Shuffling()
+    events = [
+        {**progress(job), "data": {"progress": float(i), "phase": "writing"}}
+        for i in range(8)
+        for job in ("a", "b", "c", "d")
+    ]
+    await bus.emit_many(events)
+    consumer = make_consumer(bus, channel, concurrency=16)
+    await consumer.poll_once()
+    assert len(channel.finished) == len(events)
+    for job in ("a", "b", "c", "d"):
+        assert [p for j, p in channel.finished if j == job] == [float(i) for i in range(8)]
+    assert channel.jobs_at_once > 1
+    assert len(await outcomes(bus)) == len(events)
+
+
+async def test_a_slow_jobs_backlog_holds_no_worker_from_other_jobs(bus: EventBus) -> None:
+    """Nothing blocked: ten events of a slow job queued ahead of other jobs' events, four
+    workers; the slow job's waiting deliveries hold no worker, so the others are delivered
+    while the slow job is still on its first few."""
+    channel = RecordingChannel()
+    channel.delay = {"slow": 0.3}
+    await bus.emit_many([progress("slow") for _ in range(10)])
+    others = [progress(f"quick-{i}") for i in range(10)]
+    await bus.emit_many(others)
+    consumer = make_consumer(bus, channel, concurrency=4)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: len(channel.delivered) >= 10, 2.0, "the quick jobs")
+        assert len(channel.attempts) <= 14  # the slow job is on its first few (~0.3 s each)
+    finally:
+        consumer.stop()
+        await task
 
 
 async def test_several_recipients_each_get_their_own_outcome(bus: EventBus) -> None:
