@@ -31,7 +31,7 @@ RESULTS = HERE / "RESULTS.md"
 #: name -> (short arguments, full arguments); --json is added for all but gateway.
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "emit": (["--events", "5000", "--rounds", "2"], []),
-    "consume": (["--events", "50000", "--rounds", "2"], []),  # shorter runs measure start-up
+    "consume": (["--events", "50000", "--rounds", "3"], []),  # shorter runs measure start-up
     "webhook": (["--events", "2000"], []),
     "email": (["--messages", "1000"], []),
     "logger": (["--events", "2000"], []),
