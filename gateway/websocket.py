@@ -179,7 +179,7 @@ async def notifications(websocket: WebSocket) -> None:
         else:
             await resume(
                 sub, request.last_event_id, position, fanout.bus, settings.websocket_resume_max,
-                muted=fanout.muted,
+                muted=fanout.muted, reader_at=fanout.positions.__getitem__,
             )  # fmt: skip
         while True:
             message = await websocket.receive()
@@ -238,8 +238,14 @@ async def resume(
     limit: int,
     *,
     muted: Callable[[Event], str | None] = lambda event: None,
+    reader_at: Callable[[int], str] | None = None,
 ) -> None:
     """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue.
+
+    A client may have seen more than this gateway's reader had read when it subscribed (it
+    comes from another replica, or this one has just started): then its live queue is held
+    until the reader (``reader_at(partition)``: the last entry it dispatched) is past the
+    client's id, and nothing up to that id is sent again.
 
     At most ``limit`` entries are read (``WEBSOCKET_RESUME_MAX``, over all partitions):
     past that the client gets ``resync_required`` instead, so one reconnect cannot make the
@@ -250,13 +256,34 @@ async def resume(
     ends = position.split(".")
     starts = parse_cursor(last_event_id, len(parts))
     wanted = partitions_of(sub, len(parts))
+    after = [parse_stream_id(end) for end in ends]
     if starts is None or any([await is_trimmed(parts[p], starts[p]) for p in wanted]):
         await sub.send_now(RESYNC)
     else:
-        missed = await _missed(sub, starts, ends, wanted, bus, limit, muted)
+        ahead = {
+            p: parse_stream_id(starts[p]) for p in wanted if parse_stream_id(starts[p]) > after[p]
+        }
+        caught_up = not ahead or (reader_at is not None and await _reader_passes(reader_at, ahead))
+        missed = await _missed(sub, starts, ends, wanted, bus, limit, muted) if caught_up else None
         for message in missed if missed is not None else [RESYNC]:
             await sub.send_now(message)
-    sub.go_live([parse_stream_id(end) for end in ends])
+        for p, seen in ahead.items():
+            after[p] = seen
+    sub.go_live(after)
+
+
+#: How long a resume waits for this gateway's reader to reach an id the client already has.
+READER_CATCH_UP_S = 5.0
+
+
+async def _reader_passes(reader_at: Callable[[int], str], ids: dict[int, StreamId]) -> bool:
+    """Whether the reader reaches ``ids`` (per partition) within :data:`READER_CATCH_UP_S`."""
+    deadline = time.monotonic() + READER_CATCH_UP_S
+    while any(parse_stream_id(reader_at(p) or "0-0") < seen for p, seen in ids.items()):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
 
 
 async def _missed(

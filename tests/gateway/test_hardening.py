@@ -164,9 +164,14 @@ async def test_resume_past_the_cap_gets_resync_required(
 ) -> None:
     """A resume reading more than WEBSOCKET_RESUME_MAX entries is told to resync, not served."""
     gateway = await start_gateway(gateway_settings.model_copy(update={"websocket_resume_max": 50}))
-    first = await bus.emit(live_progress("r"))
-    ids = await bus.emit_many([live_progress("r", float(i)) for i in range(60)])
     auth = token(jobs=("r",))
+    async with connect(gateway.ws(job_id="r", token=auth)) as watcher:
+        first = await bus.emit(live_progress("r"))
+        ids = await bus.emit_many([live_progress("r", float(i)) for i in range(60)])
+        # A resume backfills up to where the gateway's reader is; what it has not read yet
+        # comes live. Once a live client has the last event, the reader is past it.
+        seen = [(await recv_json(watcher))["id"] for _ in range(61)]
+        assert seen == [first, *ids]
     async with connect(gateway.ws(job_id="r", token=auth, last_event_id=first)) as ws:
         assert await recv_json(ws) == {"type": "resync_required"}
         live = await bus.emit(live_progress("r"))

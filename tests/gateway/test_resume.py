@@ -9,8 +9,15 @@ import json
 from websockets.asyncio.client import connect
 
 from bookgen_events import EventBus
+from gateway.fanout import Fanout
+from gateway.subscriber import Subscriber
+from gateway.websocket import resume
 from tests.support.events import live_progress
 from tests.support.gateway import Gateway, recv_json, recv_until, token
+from tests.support.sink import Sink
+from tests.support.waits import eventually
+
+from .test_fanout import no_text, refuse_close
 
 
 async def test_reconnects_under_concurrent_emits_lose_and_repeat_nothing(
@@ -86,3 +93,29 @@ async def test_up_to_date_last_event_id_needs_no_resync(gateway: Gateway, bus: E
     ) as ws:
         live = await bus.emit(live_progress("u", 60))
         assert (await recv_json(ws))["id"] == live
+
+
+async def test_a_client_ahead_of_this_gateways_reader_gets_nothing_twice(bus: EventBus) -> None:
+    """A client resuming with an id this gateway's reader has not dispatched yet (it was on
+    another replica, or this one has just started) is held until the reader passes it: what
+    it had is not sent again, what follows is. The real fan-out, subscriber and stream."""
+    ids = [await bus.emit(live_progress("a", float(i))) for i in range(6)]
+    entries = await bus.read("0-0")
+    fanout = Fanout(bus)
+    fanout.dispatch(entries[:2])  # this gateway's reader is at ids[1]
+    sink = Sink()
+    sub = Subscriber(
+        jobs=("a",), users=(), maxsize=100, sink=sink, send_text=no_text, closer=refuse_close,
+        buffering=True,
+    )  # fmt: skip
+    position = fanout.subscribe(sub)
+    resuming = asyncio.create_task(
+        resume(sub, ids[3], position, bus, 100, reader_at=fanout.positions.__getitem__)
+    )
+    await asyncio.sleep(0.1)
+    assert not resuming.done()  # held: the reader has not reached ids[3]
+    fanout.dispatch(entries[2:])  # the reader reads on
+    await asyncio.wait_for(resuming, 5)
+    await eventually(lambda: len(sink.ids()) >= 2)
+    await asyncio.sleep(0.05)
+    assert sink.ids() == ids[4:]
