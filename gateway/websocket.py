@@ -237,8 +237,8 @@ async def resume(
     bus: EventBus,
     limit: int,
     *,
+    reader_at: Callable[[int], str],
     muted: Callable[[Event], str | None] = lambda event: None,
-    reader_at: Callable[[int], str] | None = None,
 ) -> None:
     """Backfill ``(last_event_id, position]`` for ``sub``, then release its live queue.
 
@@ -263,7 +263,7 @@ async def resume(
         ahead = {
             p: parse_stream_id(starts[p]) for p in wanted if parse_stream_id(starts[p]) > after[p]
         }
-        caught_up = not ahead or (reader_at is not None and await _reader_passes(reader_at, ahead))
+        caught_up = not ahead or await _reader_passes(reader_at, ahead)
         missed = await _missed(sub, starts, ends, wanted, bus, limit, muted) if caught_up else None
         for message in missed if missed is not None else [RESYNC]:
             await sub.send_now(message)

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from bookgen_events import EventBus, Settings
 from bookgen_events.db import get_engine, upsert_outcomes
-from bookgen_events.events import new_event_id
+from bookgen_events.event_ids import new_event_id
 from bookgen_events.outcomes import Outcome
 from consumers.logger import NotificationLogger
 from consumers.logrows import outcome_row

@@ -10,7 +10,8 @@ import pytest
 
 from bookgen_events import Event, EventTooLargeError, EventValidationError
 from bookgen_events.errors import DecodeError
-from bookgen_events.events import decode, encode, make_event, new_event_id
+from bookgen_events.event_ids import new_event_id
+from bookgen_events.events import decode, encode, make_event
 
 VALID = {
     "progress_update": {"progress": 50, "phase": "Chapter 10 of 20", "message": "writing"},
